@@ -6,4 +6,4 @@ else is a bug and keeps its traceback.
 
 
 class UserError(Exception):
-  """Bad configuration, missing data, or an unusable workdir: the message says what and how to fix it."""
+    """Bad configuration, missing data, or an unusable workdir: the message says what and how to fix it."""
