@@ -1,0 +1,31 @@
+"""Conditional VAE (Sohn et al. 2015) on MNIST: the label's one-hot feeds encoder and decoder.
+
+MLP 784-500-500-20, Bernoulli likelihood on dynamically binarized MNIST (pixels resampled
+from their intensities at every step), Adam 1e-3, batch 128, 20 epochs. The samples grid has
+one row per digit class: row k shows eight samples of digit k.
+
+    python launch.py --config=experiments/cvae.py --workdir=runs/cvae
+    python launch.py --config=experiments/cvae.py:epochs=2 --workdir=runs/cvae_short
+
+Runtime on a 2-core CPU: about 2 minutes for 20 epochs. Expected result: a class-conditional
+test -ELBO around 90-95 nats, and every row of images/samples_*.png shows its own digit.
+"""
+
+from vae_jax.configs import base_config, parse_arg
+
+
+def get_config(arg=None):
+    args = parse_arg(arg)
+    c = base_config()
+    c.data.name = 'mnist'
+    c.data.binarize = 'dynamic'
+    c.model.encoder = 'mlp'
+    c.model.hidden = (500, 500)
+    c.model.latents = 20
+    c.model.conditional = True
+    c.optim.learning_rate = 1e-3
+    c.batch_size = 128
+    c.num_epochs = float(args.get('epochs', 20))
+    c.log_every = 200
+    c.checkpoint_every = 2000
+    return c

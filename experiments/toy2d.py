@@ -1,0 +1,32 @@
+"""A VAE on 2-D toy data (pinwheel or Gaussian mixture): the whole pipeline in two dimensions.
+
+MLP 2-64-64-2 with 2 latents and a Gaussian likelihood with learned per-coordinate scale,
+Adam 3e-3, batch 256, 5,000 steps.
+
+    python launch.py --config=experiments/toy2d.py --workdir=runs/toy2d
+    python launch.py --config=experiments/toy2d.py:kind=gaussian_mixture --workdir=runs/gmm
+
+Runtime on a 2-core CPU: under a minute. Expected result: test -ELBO falls from ~4 to about
+1.5-2.5 nats per point (the data's own entropy is about 1.5 nats for the pinwheel).
+"""
+
+from vae_jax.configs import base_config, parse_arg
+
+
+def get_config(arg=None):
+    args = parse_arg(arg)
+    c = base_config()
+    c.data.name = 'toy2d'
+    c.data.toy_kind = str(args.get('kind', 'pinwheel'))
+    c.data.toy_examples = 50_000
+    c.model.encoder = 'mlp'
+    c.model.hidden = (64, 64)
+    c.model.latents = 2
+    c.model.likelihood = 'gaussian_learned'
+    c.optim.learning_rate = 3e-3
+    c.batch_size = 256
+    c.num_steps = int(args.get('steps', 5000))
+    c.eval_every = 1000
+    c.checkpoint_every = 1000
+    c.log_every = 500
+    return c

@@ -1,0 +1,140 @@
+"""VAE objectives built from the per-example functions in `distributions`.
+
+Reduction convention: per-example terms are sums over pixels and latent dimensions (nats);
+every batch quantity returned here is the *mean over the batch* of those sums.
+"""
+
+from typing import Any, Callable, Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from vae_jax import distributions as D
+from vae_jax.errors import UserError
+
+LIKELIHOODS = ('bernoulli', 'gaussian', 'gaussian_learned')
+# Lower bound on a learned log-scale: a decoder that can shrink its variance without limit drives
+# the Gaussian log-density of nearly constant pixels (MNIST borders) to +inf.
+MIN_LOG_SCALE = -5.0
+
+
+def log_likelihood(x: jax.Array, params: jax.Array, likelihood: str,
+                   log_scale: float = 0.0) -> jax.Array:
+    """log p(x | z) of one example from the decoder's output.
+
+    Args:
+      x: [...] one example.
+      params: [..., k] decoder output for it: Bernoulli logits (k=1), a Gaussian mean (k=1,
+        fixed log-scale `log_scale`), or a mean and a raw log-scale (k=2, 'gaussian_learned').
+      likelihood: 'bernoulli' | 'gaussian' | 'gaussian_learned'.
+      log_scale: the fixed log standard deviation of 'gaussian'.
+
+    Returns:
+      [] nats, summed over pixels.
+    """
+    if likelihood == 'bernoulli':
+        return D.bernoulli_log_likelihood(x, params[..., 0])
+    if likelihood == 'gaussian':
+        return D.gaussian_log_likelihood(x, params[..., 0], jnp.asarray(log_scale, x.dtype))
+    if likelihood == 'gaussian_learned':
+        learned = MIN_LOG_SCALE + jax.nn.softplus(params[..., 1] - MIN_LOG_SCALE)
+        return D.gaussian_log_likelihood(x, params[..., 0], learned)
+    raise UserError(f'unknown likelihood {likelihood!r}; choose one of {LIKELIHOODS}')
+
+
+def likelihood_mean(params: jax.Array, likelihood: str) -> jax.Array:
+    """E[x | z] from the decoder output: [..., k] -> [...] (sigmoid of logits, or the mean)."""
+    if likelihood == 'bernoulli':
+        return jax.nn.sigmoid(params[..., 0])
+    return params[..., 0]
+
+
+def negative_elbo(log_lik: jax.Array, kl: jax.Array, beta: float = 1.0) -> jax.Array:
+    """β-weighted negative ELBO of one example: -log p(x|z) + β KL (Higgins et al. 2017).
+
+    Args:
+      log_lik: [] log p(x | z) for a posterior sample z.
+      kl: [] KL(q(z|x) || p(z)).
+      beta: KL weight; 1 gives the ELBO of Kingma & Welling (2014).
+
+    Returns:
+      [] nats.
+    """
+    return -log_lik + beta * kl
+
+
+def free_bits_kl(kl_per_dim: jax.Array, free_bits: float,
+                 axis_name: Optional[str] = None) -> jax.Array:
+    """KL with free bits (Kingma et al. 2016): each dimension costs at least `free_bits` nats.
+
+    The floor applies to the KL of each latent dimension averaged over the *global* batch
+    (`lax.pmean` over `axis_name`), so the objective does not depend on how the batch is split
+    across devices. A dimension below the floor gets no gradient from the KL term.
+
+    Args:
+      kl_per_dim: [b, z] per-example, per-dimension KL.
+      free_bits: λ >= 0 nats per dimension.
+      axis_name: pmap/shard_map axis the batch is split over, or None.
+
+    Returns:
+      [b] per-example KL term whose batch mean is sum_d max(λ, mean_b KL_bd).
+    """
+    batch_kl = jnp.mean(kl_per_dim, axis=0)
+    if axis_name is not None:
+        batch_kl = jax.lax.pmean(batch_kl, axis_name)
+    above = jax.lax.stop_gradient(batch_kl > free_bits)
+    return jnp.sum(jnp.where(above, kl_per_dim, free_bits), axis=-1)
+
+
+def beta_schedule(beta: float, warmup_steps: int) -> optax.Schedule:
+    """KL weight at each step: linear warm-up 0 -> β over `warmup_steps` (Bowman et al. 2016)."""
+    if warmup_steps <= 0:
+        return optax.constant_schedule(beta)
+    return optax.linear_schedule(0.0, beta, warmup_steps)
+
+
+def elbo_terms(params: Any, x: jax.Array, y: Optional[jax.Array], keys: jax.Array, *,
+               apply_fn: Callable, encode: Callable, decode: Callable, likelihood: str,
+               log_scale: float) -> Mapping[str, jax.Array]:
+    """Per-example ELBO terms with one reparameterized sample per example.
+
+    Args:
+      params: model parameters.
+      x: [b, ...] inputs; y: [b] int labels or None.
+      keys: [b] one PRNG key per example (derived from its global batch index by the caller).
+      apply_fn, encode, decode: `model.apply` and the model's `encode` / `decode` methods.
+      likelihood, log_scale: see `log_likelihood`.
+
+    Returns:
+      {'log_lik': [b], 'kl': [b], 'kl_per_dim': [b, z]} in nats.
+    """
+    variables = {'params': params}
+    mean, logvar = apply_fn(variables, x, y, method=encode)
+    z = jax.vmap(D.reparameterize)(keys, mean, logvar)
+    out = apply_fn(variables, z, y, method=decode)
+    log_lik = jax.vmap(log_likelihood, in_axes=(0, 0, None, None))(x, out, likelihood, log_scale)
+    kl_per_dim = jax.vmap(D.gaussian_kl_per_dim)(mean, logvar)
+    return {'log_lik': log_lik, 'kl': jnp.sum(kl_per_dim, axis=-1), 'kl_per_dim': kl_per_dim}
+
+
+def vae_loss(params: Any, x: jax.Array, y: Optional[jax.Array], keys: jax.Array, *,
+             beta: jax.Array, free_bits: float = 0.0, axis_name: Optional[str] = None,
+             **model_fns) -> tuple[jax.Array, Mapping[str, jax.Array]]:
+    """Batch-mean β-VAE loss (with optional free bits) from `elbo_terms`.
+
+    Args:
+      params, x, y, keys: see `elbo_terms`; `model_fns` are its keyword arguments.
+      beta: [] current KL weight.
+      free_bits: λ of `free_bits_kl`; 0 disables it.
+      axis_name: the device axis (only used by free bits).
+
+    Returns:
+      (loss [], metrics): batch means of 'loss', 'neg_elbo', 'recon' (-log p(x|z)) and 'kl'.
+    """
+    t = elbo_terms(params, x, y, keys, **model_fns)
+    kl_term = free_bits_kl(t['kl_per_dim'], free_bits, axis_name) if free_bits > 0 else t['kl']
+    loss = jnp.mean(jax.vmap(negative_elbo, in_axes=(0, 0, None))(t['log_lik'], kl_term, beta))
+    metrics = {'loss': loss, 'neg_elbo': jnp.mean(-t['log_lik'] + t['kl']),
+               'recon': jnp.mean(-t['log_lik']), 'kl': jnp.mean(t['kl'])}
+    return loss, metrics
