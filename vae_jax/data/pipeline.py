@@ -87,7 +87,7 @@ def train_batches(source, *, seed, global_batch, start_step, num_steps=None,
                         f'({source.num_examples} examples in {source!r}).')
     lo = process_index * per_host
     positions = np.arange(lo, lo + per_host, dtype=np.int32)
-    cached = {}  # epoch -> permutation; one epoch at a time (737280 dSprites take ~10 ms).
+    cached = {}  # epoch -> permutation; one epoch at a time (737280 dSprites take ~20 ms).
 
     def make_batch(step):
         epoch, start = _epoch_and_offset(source.num_examples, global_batch, step)
