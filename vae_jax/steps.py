@@ -9,9 +9,9 @@ same numbers on 1, 2 or 8 devices, and a resumed run redraws exactly what it wou
 import functools
 from typing import Any, Mapping, Sequence
 
-import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax.training import train_state
 
@@ -138,8 +138,23 @@ def pmapped_steps(model: VAE, config, devices: Sequence[jax.Device], step_fn=tra
 
 
 def replicate(tree: Any, devices: Sequence[jax.Device]) -> Any:
-    return flax.jax_utils.replicate(tree, devices)
+    """One copy of `tree` per device, laid out exactly as pmap lays out its outputs.
+
+    flax.jax_utils.replicate places arrays with a different sharding than the one pmap (now
+    built on shard_map) returns, so the second train step would retrace and recompile;
+    passing the copies through a pmapped identity with the same axis name gives them the
+    layout (a mesh over that axis) that the train step returns.
+    """
+    stacked = jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (len(devices), *np.shape(x))),
+                           tree)
+    return _identity(tuple(devices))(stacked)
+
+
+@functools.lru_cache
+def _identity(devices: tuple[jax.Device, ...]):
+    return jax.pmap(lambda t: t, axis_name=AXIS, devices=devices)
 
 
 def unreplicate(tree: Any) -> Any:
-    return flax.jax_utils.unreplicate(tree)
+    """The first device's copy of each leaf: [n, ...] -> [...] (without a cross-device gather)."""
+    return jax.tree.map(lambda x: x.addressable_data(0).reshape(x.shape[1:]), tree)

@@ -49,9 +49,11 @@ def check_devices(config, devices) -> None:
                             f'use a multiple of {n}')
 
 
-def evaluate(p_eval, state: TrainState, source, config, key, devices) -> dict[str, float]:
-    """Mean -ELBO, reconstruction and KL (nats per example) over the eval split."""
-    rparams = replicate(state.params, devices)
+def evaluate(p_eval, rparams, source, config, key, devices) -> dict[str, float]:
+    """Mean -ELBO, reconstruction and KL (nats per example) over the eval split.
+
+    `rparams` are the parameters replicated over `devices`, as the train step returns them.
+    """
     totals = None
     for batch in pipeline.eval_batches(
             source, global_batch=config.eval_batch_size, local_device_count=len(devices),
@@ -150,7 +152,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> TrainState:
                 history, t0, s0 = [], time.perf_counter(), step
             if do_eval:
                 state = unreplicate(rstate)
-                results = evaluate(p_eval, state, eval_source, config, keys[EVAL], devices)
+                results = evaluate(p_eval, rstate.params, eval_source, config, keys[EVAL], devices)
                 writer.scalars(step, 'eval', results)
                 logging.info('eval at step %d: %s', step,
                              ', '.join(f'{k} {v:.3f}' for k, v in results.items()))

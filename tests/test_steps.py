@@ -1,0 +1,115 @@
+"""The pmapped train/eval steps: device-count invariance, no retracing, keys, binarization."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vae_jax import base_config, steps
+from vae_jax.data import pipeline
+from vae_jax.data.tfds_source import TfdsSource
+from vae_jax.models import build_model
+
+GLOBAL_BATCH = 16
+
+
+def _config(encoder='conv'):
+    c = base_config()
+    c.data.name = 'mnist'
+    c.data.binarize = 'dynamic'
+    c.model.encoder = encoder
+    c.model.hidden = (32,)
+    c.model.conv_channels = (8, 16)
+    c.model.dense = 32
+    c.model.latents = 4
+    c.objective.free_bits = 0.05  # exercises the cross-device pmean inside the loss
+    return c
+
+
+@pytest.fixture(scope='module')
+def mnist(tfds_dir):
+    return TfdsSource('mnist', 'train[:512]', tfds_dir)
+
+
+def _train(source, config, num_devices, num_steps=3, step_fn=steps.train_step):
+    devices = jax.devices()[:num_devices]
+    model = build_model(config.model, source.example_shape, source.num_classes)
+    tx = steps.make_optimizer(config.optim, num_steps)
+    state = steps.create_train_state(jax.random.key(0), model, tx, source.example_shape)
+    p_train, _ = steps.pmapped_steps(model, config, devices, step_fn=step_fn)
+    rstate = steps.replicate(state, devices)
+    losses = []
+    batches = pipeline.train_batches(source, seed=1, global_batch=GLOBAL_BATCH, start_step=0,
+                                     num_steps=num_steps, local_device_count=num_devices)
+    for batch in batches:
+        rstate, metrics = p_train(rstate, batch, jax.random.key(7))
+        losses.append(float(metrics['loss'][0]))
+    return steps.unreplicate(rstate), losses
+
+
+@pytest.mark.parametrize('encoder', ['mlp', 'conv'])
+def test_same_global_batch_gives_same_result_on_1_2_4_devices(mnist, encoder):
+    assert jax.device_count() >= 4, 'conftest should provide 4 fake CPU devices'
+    config = _config(encoder)
+    ref_state, ref_losses = _train(mnist, config, 1)
+    for n in (2, 4):
+        state, losses = _train(mnist, config, n)
+        np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
+        for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(ref_state.params)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+        assert int(state.step) == 3
+    assert ref_losses[0] != ref_losses[1]  # the steps really trained on different batches
+
+
+def test_train_step_is_traced_once(mnist):
+    traces = []
+
+    def counting_step(*args, **kwargs):
+        traces.append(1)  # runs only while JAX traces the function
+        return steps.train_step(*args, **kwargs)
+
+    _, losses = _train(mnist, _config('mlp'), 2, num_steps=6, step_fn=counting_step)
+    assert len(losses) == 6
+    assert len(traces) == 1
+
+
+def test_example_keys_depend_only_on_global_index():
+    key = jax.random.key(3)
+    idx = jnp.arange(8)
+    all_keys = jax.random.key_data(steps.example_keys(key, idx))
+    second_half = jax.random.key_data(steps.example_keys(key, idx[4:]))
+    np.testing.assert_array_equal(all_keys[4:], second_half)
+    assert len({tuple(k) for k in np.asarray(all_keys)}) == 8
+
+
+def test_dynamic_binarization_is_bernoulli_of_intensity():
+    x = jnp.full((4000, 3), 0.3)
+    keys = steps.example_keys(jax.random.key(0), jnp.arange(4000))
+    xb, _ = steps.prepare_inputs({'image': x, 'label': jnp.zeros(4000, int)}, keys, 'dynamic')
+    assert set(np.unique(xb)) <= {0.0, 1.0}
+    assert abs(float(xb.mean()) - 0.3) < 0.015
+    same, _ = steps.prepare_inputs({'image': x, 'label': None}, keys, 'none')
+    np.testing.assert_array_equal(same, x)
+
+
+def test_eval_sums_do_not_depend_on_device_count(mnist):
+    config = _config('mlp')
+    model = build_model(config.model, mnist.example_shape, mnist.num_classes)
+    state = steps.create_train_state(jax.random.key(0), model,
+                                     steps.make_optimizer(config.optim, 1), mnist.example_shape)
+    results = []
+    for n in (1, 4):
+        devices = jax.devices()[:n]
+        _, p_eval = steps.pmapped_steps(model, config, devices)
+        rparams = steps.replicate(state.params, devices)
+        totals = None
+        for batch in pipeline.eval_batches(mnist, global_batch=40 * n, local_device_count=n,
+                                           max_examples=100):
+            s = jax.device_get(steps.unreplicate(p_eval(rparams, batch, jax.random.key(1))))
+            totals = s if totals is None else {k: totals[k] + s[k] for k in s}
+        results.append(totals)
+    assert results[0]['count'] == results[1]['count'] == 100
+    for k in ('neg_elbo', 'recon', 'kl'):
+        np.testing.assert_allclose(results[0][k], results[1][k], rtol=1e-5)
