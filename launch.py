@@ -8,6 +8,7 @@ single 'error: ...' line and exit status 2; a misspelt --config.* override is re
 locked config.
 """
 
+import logging as std_logging
 import sys
 
 from absl import app, flags, logging
@@ -22,23 +23,47 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metr
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+def _fail(message: str) -> None:
+    print(f'error: {message}', file=sys.stderr)
+    sys.exit(2)
+
+
+def _parse_flags(argv):
+    """absl flag parsing, with one-line errors for bad flags, config files and overrides."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:  # bad flag value, missing required flag, unknown flag
+        _fail(f'{e} (see --helpfull)')
+    except (AttributeError, KeyError, TypeError, ValueError, OSError) as e:
+        # ml_collections raises these for an override of an undeclared field or a config file
+        # that cannot be loaded; the innermost message has the "did you mean" hint.
+        while e.__context__ is not None and str(e.__context__):
+            e = e.__context__
+        overrides = ' '.join(a for a in argv[1:] if a.startswith('--config'))
+        _fail(f'cannot build the config from {overrides!r}: {type(e).__name__}: {e}')
+
+
 def _quiet_libraries(record) -> bool:
-    """orbax and TFDS log every checkpoint write and file lookup at INFO; keep their warnings."""
+    """orbax and TFDS log every checkpoint write and file lookup at INFO; keep their warnings (std logging levels: absl.logging.ERROR is a verbosity, not a level)."""
     noisy = ('/orbax/' in record.pathname or '/tensorflow_datasets/' in record.pathname)
-    return not noisy or record.levelno >= logging.ERROR
+    return not noisy or record.levelno >= std_logging.WARNING
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
     logging.set_verbosity(logging.INFO)
-    logging.get_absl_handler().addFilter(_quiet_libraries)
+    logging.get_absl_logger().addFilter(_quiet_libraries)
     try:
-        train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+        config = _CONFIG.value
+        config.get('seed')  # ml_collections defers a config file's load error to first use
+    except OSError as e:
+        _fail(f'cannot load the config file: {str(e).strip().splitlines()[-1].strip()}')
+    try:
+        train_and_evaluate(config, _WORKDIR.value)
     except UserError as e:
-        print(f'error: {e}', file=sys.stderr)
-        sys.exit(2)
+        _fail(str(e))
 
 
 if __name__ == '__main__':
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

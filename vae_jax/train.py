@@ -105,6 +105,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> TrainState:
       The final (unreplicated) TrainState.
     """
     configs.validate(config)
+    workdir_lib.check(workdir)
     devices = list(devices or jax.local_devices())
     check_devices(config, devices)
     train_source, eval_source = make_sources(config.data, config.seed)

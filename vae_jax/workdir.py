@@ -22,14 +22,20 @@ from PIL import Image
 from vae_jax.errors import UserError
 
 
-def prepare(workdir: str | os.PathLike) -> Path:
-    """Checks that `workdir` can hold a run (creating it if needed) and returns it as a Path."""
+def check(workdir: str | os.PathLike) -> Path:
+    """Raises UserError if `workdir` cannot hold a run; writes nothing. Returns it as a Path."""
     path = Path(workdir).expanduser().absolute()
     if path.exists() and not path.is_dir():
         raise UserError(f'workdir {path} exists and is not a directory')
     for parent in path.parents:
         if parent.exists() and not parent.is_dir():
             raise UserError(f'workdir {path} cannot be created: {parent} is a file')
+    return path
+
+
+def prepare(workdir: str | os.PathLike) -> Path:
+    """Checks that `workdir` can hold a run, creates it if needed, and returns it as a Path."""
+    path = check(workdir)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:

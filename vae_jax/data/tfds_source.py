@@ -24,10 +24,9 @@ def resolve_data_dir(data_dir=None):
 
 def _how_to_prepare(name, data_dir):
     return (
-        f'To prepare it, on a machine with internet run\n'
-        f'  tfds build {name} --data_dir={data_dir} --file_format=array_record\n'
-        f'(needs tensorflow), or point --config.data.data_dir (or TFDS_DATA_DIR) at a directory '
-        f'that already holds a prepared {name}.'
+        f'To prepare it, run `tfds build {name} --data_dir={data_dir} '
+        f'--file_format=array_record` where there is internet (needs tensorflow), or point '
+        f'--config.data.data_dir (or TFDS_DATA_DIR) at a directory that holds a prepared {name}.'
     )
 
 
