@@ -72,7 +72,9 @@ def image_grids(model: VAE, state: TrainState, source, config, key) -> dict[str,
         return {}
     lik = config.model.likelihood
     n = config.num_image_examples
-    batch = source.get_batch(np.arange(min(n, source.num_examples)))
+    # Spread over the split: dSprites' eval set is sorted by factor, so its first rows would all
+    # be small squares.
+    batch = source.get_batch(np.linspace(0, source.num_examples - 1, n).astype(np.int64))
     x, y = jnp.asarray(batch['image']), jnp.asarray(batch['label'])
     variables = {'params': state.params}
     mean, _ = model.apply(variables, x, y, method=model.encode)
