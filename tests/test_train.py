@@ -32,6 +32,22 @@ def tiny_config(tfds_dir, **overrides):
     return c
 
 
+def _tensorboard_tags(workdir):
+    """Tags in the workdir's event files, read as TFRecords (8-byte length, crc, data, crc)."""
+    import struct
+    from tensorboardX.proto import event_pb2
+    tags = set()
+    for path in workdir.glob('events.out.tfevents.*'):
+        data = path.read_bytes()
+        pos = 0
+        while pos < len(data):
+            (length,) = struct.unpack('<Q', data[pos:pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+            tags |= {v.tag for v in event.summary.value}
+            pos += 16 + length
+    return tags
+
+
 class Interrupted(Exception):
     pass
 
@@ -76,7 +92,8 @@ def test_run_writes_metrics_events_images_config_checkpoints(tfds_dir, tmp_path)
     train_rows = [r for r in rows if r['split'] == 'train']
     assert [r['beta'] for r in train_rows][0] < 1.0  # the KL warm-up is on
     assert sorted(p.name for p in (tmp_path / 'checkpoints').iterdir()) == ['20']
-    assert list(tmp_path.glob('events.out.tfevents.*'))
+    tags = _tensorboard_tags(tmp_path)
+    assert {'train/loss', 'eval/neg_elbo', 'samples', 'reconstructions'} <= tags
     assert json.loads((tmp_path / 'config.json').read_text())['model']['conditional'] is True
     from PIL import Image
     samples = Image.open(tmp_path / 'images' / 'samples_0000020.png')
