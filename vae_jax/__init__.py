@@ -13,15 +13,17 @@ from vae_jax.models import (VAE, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncode
                             build_model)
 from vae_jax.objectives import (beta_schedule, elbo_terms, free_bits_kl, likelihood_mean,
                                 log_likelihood, negative_elbo, vae_loss)
+from vae_jax.run import Run, load_run
 from vae_jax.steps import (TrainState, create_train_state, eval_step, make_optimizer,
                            pmapped_steps, train_step)
 from vae_jax.train import train_and_evaluate
 
 __all__ = [
-    'VAE', 'ConvDecoder', 'ConvEncoder', 'MLPDecoder', 'MLPEncoder', 'TrainState', 'UserError',
+    'Run', 'VAE', 'ConvDecoder', 'ConvEncoder', 'MLPDecoder', 'MLPEncoder', 'TrainState', 'UserError',
     'base_config', 'bernoulli_log_likelihood', 'beta_schedule', 'build_model',
     'create_train_state', 'elbo_terms', 'eval_step', 'free_bits_kl', 'gaussian_kl',
     'gaussian_kl_per_dim', 'gaussian_log_likelihood', 'gaussian_log_prob', 'likelihood_mean',
+    'load_run',
     'log_likelihood', 'make_optimizer', 'negative_elbo', 'pmapped_steps', 'reparameterize',
     'standard_normal_log_prob', 'train_and_evaluate', 'train_step', 'vae_loss',
 ]

@@ -19,6 +19,7 @@ from vae_jax.data.registry import make_sources
 from vae_jax.errors import UserError
 from vae_jax.evaluate import images
 from vae_jax.models import VAE, build_model
+from vae_jax.run import save_run_info
 from vae_jax.steps import (TrainState, create_train_state, make_optimizer, pmapped_steps,
                            replicate, unreplicate)
 
@@ -127,6 +128,8 @@ def train_and_evaluate(config, workdir: str, devices=None) -> TrainState:
         logging.info('resumed from %s at step %d', path / 'checkpoints', last_ckpt)
     start = int(state.step)
     workdir_lib.save_config(path, config)
+    if workdir_lib.is_writer():
+        save_run_info(path, train_source.example_shape, train_source.num_classes)
     writer = workdir_lib.MetricWriter(path, start)
     p_train, p_eval = pmapped_steps(model, config, devices)
     rstate = replicate(state, devices)

@@ -57,8 +57,9 @@ def save_config(workdir: Path, config) -> None:
 class Checkpoints:
     """orbax CheckpointManager over `workdir/checkpoints`, keeping the last `keep` steps."""
 
-    def __init__(self, workdir: Path, keep: int):
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    def __init__(self, workdir: Path, keep: int, read_only: bool = False):
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
+                                               read_only=read_only)
         self.manager = ocp.CheckpointManager(workdir / 'checkpoints', options=options)
 
     def latest_step(self) -> int | None:

@@ -1,0 +1,152 @@
+"""`load_run(workdir)`: a finished (or running) run, ready to use in a notebook.
+
+    run = vae_jax.load_run('runs/vae')
+    x = run.sample(jax.random.key(0), 16)            # [16, 28, 28, 1] decoded means
+    mean, logvar = run.encode(images)                # posterior parameters
+    nll = -run.log_likelihood(jax.random.key(1), images, k=1000)   # IWAE bound, nats
+"""
+
+import dataclasses
+import functools
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from vae_jax import objectives
+from vae_jax.errors import UserError
+from vae_jax.models import VAE, build_model
+from vae_jax.steps import TrainState, create_train_state, make_optimizer
+from vae_jax.workdir import Checkpoints
+
+RUN_INFO = 'run.json'
+
+
+def save_run_info(workdir: Path, example_shape, num_classes: int) -> None:
+    """What load_run needs besides the config and the checkpoint: the data's shapes."""
+    info = {'example_shape': list(example_shape), 'num_classes': int(num_classes)}
+    (workdir / RUN_INFO).write_text(json.dumps(info) + '\n')
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """A trained model with its config; every method takes and returns batches.
+
+    Attributes:
+      workdir: the run's directory.
+      config: its config (from config.json).
+      model: the Flax VAE; `params` its parameters at checkpoint `step`.
+      state: the full TrainState (with the optimizer state) of that checkpoint.
+      example_shape, num_classes: of the data it was trained on.
+    """
+    workdir: Path
+    config: ml_collections.ConfigDict
+    model: VAE
+    state: TrainState
+    example_shape: tuple
+    num_classes: int
+
+    @property
+    def params(self) -> Any:
+        return self.state.params
+
+    @property
+    def step(self) -> int:
+        return int(self.state.step)
+
+    def _labels(self, y, n: int) -> Optional[jax.Array]:
+        if not self.config.model.conditional:
+            return None
+        if y is None:
+            raise ValueError('this run is a conditional VAE: pass labels y')
+        return jnp.broadcast_to(jnp.asarray(y, jnp.int32), (n,))
+
+    @functools.cached_property
+    def _encode(self):
+        return jax.jit(lambda params, x, y: self.model.apply(
+            {'params': params}, x, y, method=self.model.encode))
+
+    @functools.cached_property
+    def _decode_mean(self):
+        def decode(params, z, y):
+            out = self.model.apply({'params': params}, z, y, method=self.model.decode)
+            return objectives.likelihood_mean(out, self.config.model.likelihood)
+        return jax.jit(decode)
+
+    def encode(self, x: jax.Array, y=None) -> tuple[jax.Array, jax.Array]:
+        """x: [b, *example_shape] -> (mean [b, z], logvar [b, z])."""
+        return self._encode(self.params, jnp.asarray(x), self._labels(y, len(x)))
+
+    def decode(self, z: jax.Array, y=None) -> jax.Array:
+        """z: [b, z] -> E[x | z]: [b, *example_shape]."""
+        return self._decode_mean(self.params, jnp.asarray(z), self._labels(y, len(z)))
+
+    def reconstruct(self, x: jax.Array, y=None) -> jax.Array:
+        """Decoded posterior means: [b, *example_shape] -> [b, *example_shape]."""
+        mean, _ = self.encode(x, y)
+        return self.decode(mean, y)
+
+    def sample(self, key: jax.Array, n: int, y=None) -> jax.Array:
+        """n decoded draws from the prior: [n, *example_shape] (y: one label or [n] labels)."""
+        z = jax.random.normal(key, (n, self.config.model.latents))
+        return self.decode(z, y)
+
+    def log_likelihood(self, key: jax.Array, x: jax.Array, y=None, k: int = 1000,
+                       chunk: Optional[int] = None) -> jax.Array:
+        """Importance-weighted lower bound on log p(x) with k samples: [b] nats."""
+        from vae_jax.evaluate import likelihood  # pylint: disable=g-import-not-at-top
+        return likelihood.iwae_bound_batch(
+            key, self.model, self.config.model, self.params, jnp.asarray(x),
+            self._labels(y, len(x)), k=k, chunk=chunk or self.config.eval.iwae_chunk)
+
+
+def load_config(workdir: str | Path) -> ml_collections.ConfigDict:
+    """The config a run was trained with (its workdir's config.json), merged into the current
+    base config so that fields added since then take their defaults."""
+    from vae_jax.configs import base_config  # pylint: disable=g-import-not-at-top
+    path = Path(workdir) / 'config.json'
+    if not path.is_file():
+        raise UserError(f'{workdir} is not a vae_jax run: {path} not found')
+    saved = json.loads(path.read_text())
+    config = base_config()
+    config.unlock()
+    _merge(config, saved)
+    return config
+
+
+def _merge(config: ml_collections.ConfigDict, saved: dict) -> None:
+    for key, value in saved.items():
+        if isinstance(value, dict) and key in config:
+            _merge(config[key], value)
+        elif key in config and isinstance(config[key], tuple):
+            config[key] = tuple(value)
+        else:
+            config[key] = value
+
+
+def load_run(workdir: str | Path, step: Optional[int] = None) -> Run:
+    """Loads the config, data shapes and the checkpoint (latest, or `step`) of a run."""
+    workdir = Path(workdir).expanduser().absolute()
+    config = load_config(workdir)
+    info_path = workdir / RUN_INFO
+    if not info_path.is_file():
+        raise UserError(f'{workdir} has no {RUN_INFO}; was it trained by vae_jax?')
+    info = json.loads(info_path.read_text())
+    shape, num_classes = tuple(info['example_shape']), info['num_classes']
+    model = build_model(config.model, shape, num_classes)
+    template = create_train_state(jax.random.key(0), model, make_optimizer(config.optim, 1),
+                                  shape)
+    ckpt = Checkpoints(workdir, config.keep_checkpoints, read_only=True)
+    try:
+        available = ckpt.manager.all_steps()
+        if not available:
+            raise UserError(f'{workdir} has no checkpoint yet')
+        if step is not None and step not in available:
+            raise UserError(f'no checkpoint of step {step} in {workdir}; have {sorted(available)}')
+        state = ckpt.restore(template, step)
+    finally:
+        ckpt.close()
+    return Run(workdir, config, model, state, shape, num_classes)
