@@ -1,7 +1,11 @@
-"""Train and evaluate a vae_jax model.
+"""Train and evaluate a vae_jax model, or evaluate an existing run.
 
     python launch.py --config=experiments/beta_vae.py:quick --workdir=runs/beta_quick
     python launch.py --config=experiments/vae.py --config.objective.beta=2 --workdir=runs/vae
+    python launch.py --mode=eval --workdir=runs/vae [--iwae_samples=5000] [--eval_examples=N]
+
+`--mode=eval` reads the run's own config.json and latest checkpoint (the run may still be
+training) and writes results/eval_<step>.json, images and TensorBoard summaries.
 
 Bad input (unknown names, invalid values, a workdir that is a file, missing data) ends with a
 single 'error: ...' line and exit status 2; a misspelt --config.* override is rejected by the
@@ -20,7 +24,13 @@ from vae_jax.train import train_and_evaluate
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics, images.')
-flags.mark_flags_as_required(['config', 'workdir'])
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval'],
+                          'train (resuming if the workdir has a checkpoint) or eval a run.')
+_IWAE_SAMPLES = flags.DEFINE_integer('iwae_samples', None,
+                                     'eval: k of the IWAE bound (default: the config\'s).')
+_EVAL_EXAMPLES = flags.DEFINE_integer('eval_examples', None,
+                                      'eval: use only the first N test examples.')
+flags.mark_flags_as_required(['workdir'])
 
 
 def _fail(message: str) -> None:
@@ -55,14 +65,26 @@ def main(argv):
     logging.set_verbosity(logging.INFO)
     logging.get_absl_logger().addFilter(_quiet_libraries)
     try:
+        if _MODE.value == 'eval':
+            from vae_jax.evaluate.report import evaluate_run  # only eval mode needs it
+            evaluate_run(_WORKDIR.value, iwae_samples=_IWAE_SAMPLES.value,
+                         max_examples=_EVAL_EXAMPLES.value)
+        else:
+            train_and_evaluate(_config(), _WORKDIR.value)
+    except UserError as e:
+        _fail(str(e))
+
+
+def _config():
+    if _CONFIG.value is None:
+        raise UserError('--config is required to train (e.g. --config=experiments/vae.py)')
+    try:
         config = _CONFIG.value
         config.get('seed')  # ml_collections defers a config file's load error to first use
     except OSError as e:
-        _fail(f'cannot load the config file: {str(e).strip().splitlines()[-1].strip()}')
-    try:
-        train_and_evaluate(config, _WORKDIR.value)
-    except UserError as e:
-        _fail(str(e))
+        raise UserError(f'cannot load the config file: '
+                        f'{str(e).strip().splitlines()[-1].strip()}') from None
+    return config
 
 
 if __name__ == '__main__':

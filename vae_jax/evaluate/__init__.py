@@ -1,0 +1,1 @@
+"""Evaluation: likelihood bounds, latent analysis, downstream tasks, pictures, reports."""
