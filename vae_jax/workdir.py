@@ -86,13 +86,14 @@ class MetricWriter:
     interrupted run) are dropped, so the file reads as one uninterrupted run.
     """
 
-    def __init__(self, workdir: Path, start_step: int):
+    def __init__(self, workdir: Path, start_step: int | None):
+        """`start_step`: the step training resumes from; None (evaluation) appends only."""
         self.enabled = is_writer()
         self.path = workdir / 'metrics.jsonl'
         self.image_dir = workdir / 'images'
         if not self.enabled:
             return
-        if self.path.exists():
+        if self.path.exists() and start_step is not None:
             kept = [l for l in self.path.read_text().splitlines()
                     if l.strip() and json.loads(l)['step'] <= start_step]
             self.path.write_text(''.join(l + '\n' for l in kept))
@@ -100,12 +101,14 @@ class MetricWriter:
         self.tb = SummaryWriter(str(workdir), purge_step=start_step or None)
         self.file = self.path.open('a')
 
-    def scalars(self, step: int, split: str, values: Mapping[str, float]) -> None:
+    def scalars(self, step: int, split: str, values: Mapping[str, float],
+                jsonl: bool = True) -> None:
         if not self.enabled:
             return
         values = {k: float(v) for k, v in values.items()}
-        self.file.write(json.dumps({'step': step, 'split': split, **values}) + '\n')
-        self.file.flush()
+        if jsonl:
+            self.file.write(json.dumps({'step': step, 'split': split, **values}) + '\n')
+            self.file.flush()
         for k, v in values.items():
             self.tb.add_scalar(f'{split}/{k}', v, step)
 
