@@ -1,0 +1,188 @@
+"""Forward and forward+backward time of ×2 upsampling layers, as formulated in JAX on this CPU.
+
+    python benchmarks/upsampling.py           # 5 rounds: 3-5 minutes on a 2-core CPU
+    python benchmarks/upsampling.py --quick   # 3 rounds: about 2 minutes
+
+Formulations of one 4×4, stride-2 transposed convolution (PyTorch ConvTranspose2d(k=4, s=2,
+p=1)) from [b, h, w, c_in] to [b, 2h, 2w, c_out]:
+
+  flax ConvTranspose   nn.ConvTranspose(c_out, (4, 4), strides=(2, 2), padding='SAME')
+  lax lhs_dilation     lax.conv_general_dilated on the input dilated ×2, explicit padding 2
+  phases 2x2 pad=1     one 2×2 convolution (padding 1) to 4·c_out channels, each output phase
+                       sliced out and interleaved: the same function and multiply-adds as
+                       the above
+  phases 2x2 VALID     the same with the input padded by jnp.pad and a VALID convolution, for
+                       which XLA:CPU picks other kernels (faster or slower, by shape)
+  SubPixelUpsample     vae_jax.models: 3×3 convolution to 4·c_out channels + depth-to-space,
+                       a superset of the layer with 9/4 of its multiply-adds (what vae_jax uses)
+  torch (reference)    torch.nn.ConvTranspose2d, if PyTorch is installed
+
+Rounds alternate the formulations, each block after waiting (up to 3 s) for other processes to
+go quiet; the table gives medians. "fwd+bwd" is the gradient of a
+weighted sum of the output with respect to the parameters and the input.
+"""
+
+import argparse
+import functools
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # Run from a checkout, uninstalled.
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from timing import block_size, load_warning, timed, wait_for_idle
+from vae_jax.models import SubPixelUpsample
+
+try:
+    import torch
+except ImportError:  # The reference row is optional.
+    torch = None
+
+# (name, batch, h, c_in, c_out): the layer models.py's docstring quotes (MNIST-sized decoder),
+# and the most expensive and the last upsampling of the dSprites β-VAE decoder (batch 64).
+LAYERS = [('7x7x64 -> 14x14x32', 128, 7, 64, 32),
+          ('16x16x32 -> 32x32x32', 64, 16, 32, 32),
+          ('32x32x32 -> 64x64x1', 64, 32, 32, 1)]
+_NHWC = ('NHWC', 'HWIO', 'NHWC')
+# Transposed-conv tap feeding output phase a from input offset t (out = 2·in - 1 + tap).
+_PHASE_TAPS = np.array([[3, 1], [2, 0]])
+
+
+def convT_lhs_dilation(x, w, b):
+    """w: [4, 4, c_in, c_out], out[2i - 1 + k] += x[i] w[k] (PyTorch semantics)."""
+    return lax.conv_general_dilated(x, w[::-1, ::-1], (1, 1), ((2, 2), (2, 2)),
+                                    lhs_dilation=(2, 2), dimension_numbers=_NHWC) + b
+
+
+def convT_phases(x, w, b, pad_first=False):
+    """The same transposed convolution as one 2×2 convolution to the four output phases.
+
+    Output row 2i + a reads input rows i - 1 + a and i + a through taps _PHASE_TAPS[a]; the
+    2×2 convolution over the input padded by one gives every phase at every offset at once.
+    """
+    n, h, wd, c = x.shape
+    f = w.shape[-1]
+    k = w[_PHASE_TAPS[:, :, None, None], _PHASE_TAPS[None, None]]  # [a, ty, b, tx, c, f]
+    k = k.transpose(1, 3, 4, 0, 2, 5).reshape(2, 2, c, 4 * f)
+    if pad_first:
+        x, pads = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))), 'VALID'
+    else:
+        pads = ((1, 1), (1, 1))
+    y = lax.conv_general_dilated(x, k, (1, 1), pads, dimension_numbers=_NHWC)
+    y = y.reshape(n, h + 1, wd + 1, 2, 2, f)
+    rows = [jnp.stack([y[:, a:a + h, p:p + wd, a, p] for p in (0, 1)], 3) for a in (0, 1)]
+    return jnp.stack(rows, 2).reshape(n, 2 * h, 2 * wd, f) + b
+
+
+def jax_layers(c_out):
+    """name -> (init(key, x) -> params, apply(params, x) -> y)."""
+    def explicit(fn):
+        def init(key, x):
+            w = nn.initializers.lecun_normal()(key, (4, 4, x.shape[-1], c_out))
+            return {'w': w, 'b': jnp.zeros((c_out,))}
+        return init, lambda p, x: fn(x, p['w'], p['b'])
+    flax_ct = nn.ConvTranspose(c_out, (4, 4), strides=(2, 2), padding='SAME')
+    subpixel = SubPixelUpsample(c_out)
+    return {'flax ConvTranspose': (flax_ct.init, flax_ct.apply),
+            'lax lhs_dilation': explicit(convT_lhs_dilation),
+            'phases 2x2 pad=1': explicit(convT_phases),
+            'phases 2x2 VALID': explicit(functools.partial(convT_phases, pad_first=True)),
+            'SubPixelUpsample': (subpixel.init, subpixel.apply)}
+
+
+def check_phases():
+    """The phase formulations equal the lhs-dilated transposed convolution."""
+    kx, kw = jax.random.split(jax.random.key(0))
+    x = jax.random.normal(kx, (2, 5, 6, 3))
+    w = jax.random.normal(kw, (4, 4, 3, 2))
+    for pad_first in (False, True):
+        np.testing.assert_allclose(convT_phases(x, w, 0.0, pad_first),
+                                   convT_lhs_dilation(x, w, 0.0), rtol=1e-5, atol=1e-5)
+
+
+def _repeat(f, args, n):
+    for _ in range(n):
+        out = f(*args)
+    jax.block_until_ready(out)
+
+
+def jax_runners(batch, h, c_in, c_out):
+    """name -> (run_forward(n), run_forward_backward(n)), each blocking until done."""
+    kx, kp, kg = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(kx, (batch, h, h, c_in))
+    g = jax.random.normal(kg, (batch, 2 * h, 2 * h, c_out))
+    runners = {}
+    for name, (init, apply) in jax_layers(c_out).items():
+        params = init(kp, x)
+        fwd = jax.jit(apply)
+        grad = jax.jit(jax.grad(lambda p, x, apply=apply: jnp.sum(apply(p, x) * g),
+                                argnums=(0, 1)))
+        assert fwd(params, x).shape == g.shape, name
+        runners[name] = (functools.partial(_repeat, fwd, (params, x)),
+                         functools.partial(_repeat, grad, (params, x)))
+    return runners
+
+
+def torch_runners(batch, h, c_in, c_out):
+    layer = torch.nn.ConvTranspose2d(c_in, c_out, 4, 2, 1)
+    x = torch.randn(batch, c_in, h, h, requires_grad=True)
+    g = torch.randn(batch, c_out, 2 * h, 2 * h)
+
+    def fwd(n):
+        with torch.no_grad():
+            for _ in range(n):
+                layer(x)
+
+    def fwd_bwd(n):
+        for _ in range(n):
+            layer.zero_grad(set_to_none=True)
+            x.grad = None
+            (layer(x) * g).sum().backward()
+    return {'torch (reference)': (fwd, fwd_bwd)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--quick', action='store_true', help='3 rounds of ~0.2 s blocks')
+    args = parser.parse_args()
+    rounds, block_s = (3, 0.2) if args.quick else (5, 0.4)
+    check_phases()
+    print(f'jax {jax.__version__} ({jax.devices()[0].platform})'
+          + (f', torch {torch.__version__} ({torch.get_num_threads()} threads)' if torch else '')
+          + f', {rounds} rounds')
+    print('\n| layer | batch | formulation | fwd ms | fwd+bwd ms | fwd+bwd / SubPixelUpsample |')
+    print('|---|---|---|---|---|---|')
+    loads = []
+    for label, batch, h, c_in, c_out in LAYERS:
+        runners = jax_runners(batch, h, c_in, c_out)
+        if torch is not None:
+            runners.update(torch_runners(batch, h, c_in, c_out))
+        blocks = {}
+        for name, pair in runners.items():
+            for i, run in enumerate(pair):
+                run(2)  # compile / warm up
+                wait_for_idle(3)
+                blocks[name, i] = block_size(run, block_s)
+        ms = {key: [] for key in blocks}
+        for r in range(rounds):
+            keys = list(blocks) if r % 2 == 0 else list(blocks)[::-1]
+            for key in keys:
+                wait_for_idle(3)
+                ms[key].append(1e3 / timed(runners[key[0]][key[1]], blocks[key], loads))
+        med = {key: statistics.median(v) for key, v in ms.items()}
+        base = med['SubPixelUpsample', 1]
+        for name in runners:
+            print(f'| {label} | {batch} | {name} | {med[name, 0]:.2f} | {med[name, 1]:.2f} '
+                  f'| {med[name, 1] / base:.2f}× |', flush=True)
+    if warning := load_warning(loads):
+        print(warning)
+
+
+if __name__ == '__main__':
+    main()
