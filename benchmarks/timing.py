@@ -21,7 +21,7 @@ def busy_cpu_s():
 
 
 def timed(run, n, load=None):
-    """Calls/s of `run(n)` (which must block until done); appends other processes' cores to `load`."""
+    """Calls/s of `run(n)` (which must block); appends other processes' cores to `load`."""
     machine0, own0 = busy_cpu_s()
     t0 = time.perf_counter()
     run(n)

@@ -33,7 +33,7 @@ def depth_to_space(x: jax.Array, factor: int) -> jax.Array:
 
 
 def space_to_depth(x: jax.Array, factor: int) -> jax.Array:
-    """Rearranges space into channels: [b, h*f, w*f, c] -> [b, h, w, f*f*c] (depth_to_space⁻¹)."""
+    """Rearranges space into channels: [b, h*f, w*f, c] -> [b, h, w, f*f*c]; see depth_to_space."""
     b, h, w, c = x.shape
     x = x.reshape(b, h // factor, factor, w // factor, factor, c).transpose(0, 1, 3, 2, 4, 5)
     return x.reshape(b, h // factor, w // factor, factor * factor * c)
