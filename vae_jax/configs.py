@@ -13,6 +13,7 @@ ENCODERS = ('mlp', 'conv')
 LIKELIHOODS = ('bernoulli', 'gaussian', 'gaussian_learned')
 OPTIMIZERS = ('adam', 'adamw', 'sgd')
 SCHEDULES = ('constant', 'cosine', 'warmup_cosine')
+OBJECTIVES = ('elbo', 'iwae')
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -50,6 +51,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.conditional = False
 
     c.objective = ml_collections.ConfigDict()
+    c.objective.name = 'elbo'      # 'iwae': Burda et al. (2015); β, warm-up, free bits are ELBO-only
+    c.objective.num_samples = 1    # k of 'iwae'
     c.objective.beta = 1.0
     c.objective.kl_warmup_steps = 0
     c.objective.free_bits = 0.0    # nats per latent dimension; 0 = off
@@ -61,6 +64,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.warmup_steps = 0
     c.optim.weight_decay = 0.0
     c.optim.grad_clip = 0.0        # global-norm clipping; 0 = off
+
+    # The importance-weighted bound on log p(x) (vae_jax.evaluate.likelihood).
+    c.eval = ml_collections.ConfigDict()
+    c.eval.iwae_samples = 5000     # k
+    c.eval.iwae_chunk = 4          # samples per example decoded at once: memory ∝ batch × chunk
+    c.eval.iwae_examples = 0       # 0 = the whole eval split
     return c
 
 
@@ -77,6 +86,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _choice(config.optim.name, 'optim.name', OPTIMIZERS)
     _choice(config.optim.schedule, 'optim.schedule', SCHEDULES)
     _choice(config.data.binarize, 'data.binarize', ('none', 'dynamic'))
+    _choice(config.objective.name, 'objective.name', OBJECTIVES)
     checks = [
         (config.objective.beta >= 0, f'objective.beta must be >= 0, got {config.objective.beta}'),
         (config.model.latents > 0, f'model.latents must be positive, got {config.model.latents}'),
@@ -89,12 +99,20 @@ def validate(config: ml_collections.ConfigDict) -> None:
         (config.checkpoint_every > 0, f'checkpoint_every must be positive, got {config.checkpoint_every}'),
         (config.log_every > 0, f'log_every must be positive, got {config.log_every}'),
         (config.keep_checkpoints > 0, f'keep_checkpoints must be positive, got {config.keep_checkpoints}'),
+        (config.objective.num_samples >= 1, f'objective.num_samples must be >= 1, got {config.objective.num_samples}'),
+        (config.eval.iwae_samples >= 1, f'eval.iwae_samples must be >= 1, got {config.eval.iwae_samples}'),
+        (config.eval.iwae_chunk >= 1, f'eval.iwae_chunk must be >= 1, got {config.eval.iwae_chunk}'),
+        (config.eval.iwae_examples >= 0, f'eval.iwae_examples must be >= 0, got {config.eval.iwae_examples}'),
     ]
     for ok, message in checks:
         if not ok:
             raise UserError(message)
     if config.data.binarize == 'dynamic' and config.model.likelihood != 'bernoulli':
         raise UserError("data.binarize='dynamic' only makes sense with model.likelihood='bernoulli'")
+    o = config.objective
+    if o.name == 'iwae' and (o.beta != 1 or o.kl_warmup_steps > 0 or o.free_bits > 0):
+        raise UserError("objective.beta, kl_warmup_steps and free_bits apply to objective.name="
+                        "'elbo' only; leave them at 1, 0, 0 with 'iwae'")
 
 
 def parse_arg(arg: str | None) -> dict:

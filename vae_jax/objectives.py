@@ -138,3 +138,71 @@ def vae_loss(params: Any, x: jax.Array, y: Optional[jax.Array], keys: jax.Array,
     metrics = {'loss': loss, 'neg_elbo': jnp.mean(-t['log_lik'] + t['kl']),
                'recon': jnp.mean(-t['log_lik']), 'kl': jnp.mean(t['kl'])}
     return loss, metrics
+
+
+def iwae_sample_key(key: jax.Array, j: jax.Array) -> jax.Array:
+    """Key of posterior sample j of one example, from that example's key.
+
+    Sample 0 uses the example key itself, so it is exactly the z that `elbo_terms` draws;
+    sample j >= 1 uses fold_in(key, j + 1), skipping 1, which `steps.prepare_inputs` uses to
+    binarize. A sample's noise depends only on (example key, j): not on k, chunks or batches.
+    """
+    return jnp.where(j == 0, key, jax.random.fold_in(key, j + 1))
+
+
+def iwae_log_weight(log_lik: jax.Array, z: jax.Array, mean: jax.Array,
+                    logvar: jax.Array) -> jax.Array:
+    """log p(x|z) + log p(z) - log q(z|x) for one example and one sample z: [z] -> [] nats."""
+    return log_lik + D.standard_normal_log_prob(z) - D.gaussian_log_prob(z, mean, logvar)
+
+
+def iwae_log_weights(params: Any, x: jax.Array, y: Optional[jax.Array], mean: jax.Array,
+                     logvar: jax.Array, keys: jax.Array, j: jax.Array, *, apply_fn: Callable,
+                     decode: Callable, likelihood: str, log_scale: float,
+                     log_lik_fn: Callable = log_likelihood) -> jax.Array:
+    """Importance log-weights of samples `j` of every example, decoded as one batch.
+
+    Args:
+      params, x, y: see `elbo_terms`; mean, logvar: [b, z] the encoder's output for x.
+      keys: [b] example keys (see `iwae_sample_key`); j: [m] int sample numbers.
+      log_lik_fn: (x [...], decoder output [..., k], likelihood, log_scale) -> [] nats;
+        any function equal to `log_likelihood`.
+
+    Returns:
+      [b, m] nats.
+    """
+    b, m = x.shape[0], j.shape[0]
+    sample_keys = jax.vmap(jax.vmap(iwae_sample_key, (None, 0)), (0, None))(keys, j)
+    z = jax.vmap(jax.vmap(D.reparameterize, (0, None, None)))(sample_keys, mean, logvar)
+    y = None if y is None else jnp.repeat(y, m)
+    # One decoder call on all b * m latents: its matmuls are as large as the chunk allows.
+    out = apply_fn({'params': params}, z.reshape(b * m, -1), y, method=decode)
+    out = out.reshape(b, m, *out.shape[1:])
+    lik = jax.vmap(jax.vmap(log_lik_fn, (None, 0, None, None)), (0, 0, None, None))
+    log_lik = lik(x, out, likelihood, log_scale)
+    return jax.vmap(jax.vmap(iwae_log_weight, (0, 0, None, None)))(log_lik, z, mean, logvar)
+
+
+def iwae_loss(params: Any, x: jax.Array, y: Optional[jax.Array], keys: jax.Array, *,
+              num_samples: int, apply_fn: Callable, encode: Callable, decode: Callable,
+              likelihood: str, log_scale: float) -> tuple[jax.Array, Mapping[str, jax.Array]]:
+    """Batch mean of minus the IWAE bound with k = `num_samples` (Burda et al. 2015, eq. 8).
+
+    log p(x) >= logsumexp_i log w_i - log k, w_i = p(x, z_i) / q(z_i | x), z_1..k ~ q(z|x);
+    log-sum-exp keeps it finite where the weights themselves underflow. With k = 1 this is
+    the ELBO with a Monte-Carlo KL, log q(z|x) - log p(z), in place of the analytic one.
+
+    Args:
+      params, x, y, keys, apply_fn, encode, decode, likelihood, log_scale: see `elbo_terms`.
+      num_samples: k >= 1.
+
+    Returns:
+      (loss [], metrics): batch means of 'loss' (-IWAE bound) and the analytic 'kl'.
+    """
+    mean, logvar = apply_fn({'params': params}, x, y, method=encode)
+    log_w = iwae_log_weights(params, x, y, mean, logvar, keys, jnp.arange(num_samples),
+                             apply_fn=apply_fn, decode=decode, likelihood=likelihood,
+                             log_scale=log_scale)
+    bound = jax.nn.logsumexp(log_w, axis=1) - jnp.log(num_samples)
+    loss = -jnp.mean(bound)
+    return loss, {'loss': loss, 'kl': jnp.mean(jax.vmap(D.gaussian_kl)(mean, logvar))}

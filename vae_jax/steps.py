@@ -89,10 +89,16 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], train_key: jax
     keys = example_keys(step_key, batch['index'])
     x, y = prepare_inputs(batch, keys, binarize)
     beta = objectives.beta_schedule(objective.beta, objective.kl_warmup_steps)(state.step)
-    loss_fn = functools.partial(
-        objectives.vae_loss, apply_fn=state.apply_fn, encode=model.encode, decode=model.decode,
-        likelihood=model_config.likelihood, log_scale=jnp.log(model_config.gaussian_scale),
-        beta=beta, free_bits=objective.free_bits, axis_name=axis_name)
+    model_fns = dict(apply_fn=state.apply_fn, encode=model.encode, decode=model.decode,
+                     likelihood=model_config.likelihood,
+                     log_scale=jnp.log(model_config.gaussian_scale))
+    if objective.name == 'iwae':  # β and free bits are ELBO-only (configs.validate enforces it)
+        loss_fn = functools.partial(objectives.iwae_loss, num_samples=objective.num_samples,
+                                    **model_fns)
+    else:
+        loss_fn = functools.partial(objectives.vae_loss, beta=beta,
+                                    free_bits=objective.free_bits, axis_name=axis_name,
+                                    **model_fns)
     grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, x, y, keys)
     if axis_name is not None:
         grads = jax.lax.pmean(grads, axis_name)
