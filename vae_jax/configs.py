@@ -38,6 +38,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.binarize = 'none'       # 'dynamic': pixels ~ Bernoulli(intensity), drawn per step
     c.data.toy_kind = 'pinwheel'   # toy2d only: 'pinwheel' | 'gaussian_mixture'
     c.data.toy_examples = 50_000
+    c.data.holdout_class = -1      # >= 0: train without this class (anomaly detection); -1 = off
 
     c.model = ml_collections.ConfigDict()
     c.model.encoder = 'mlp'
@@ -70,6 +71,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.iwae_samples = 5000     # k
     c.eval.iwae_chunk = 4          # samples per example decoded at once: memory ∝ batch × chunk
     c.eval.iwae_examples = 0       # 0 = the whole eval split
+    c.eval.anomaly_samples = 100   # k of the IWAE bound used as an anomaly score
+    c.eval.probe_train_examples = 10_000  # train-split posterior means for the linear probe
     return c
 
 
@@ -103,6 +106,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         (config.eval.iwae_samples >= 1, f'eval.iwae_samples must be >= 1, got {config.eval.iwae_samples}'),
         (config.eval.iwae_chunk >= 1, f'eval.iwae_chunk must be >= 1, got {config.eval.iwae_chunk}'),
         (config.eval.iwae_examples >= 0, f'eval.iwae_examples must be >= 0, got {config.eval.iwae_examples}'),
+        (config.eval.anomaly_samples >= 1, f'eval.anomaly_samples must be >= 1, got {config.eval.anomaly_samples}'),
+        (config.eval.probe_train_examples >= 0, f'eval.probe_train_examples must be >= 0, got {config.eval.probe_train_examples}'),
     ]
     for ok, message in checks:
         if not ok:

@@ -17,9 +17,11 @@ import jax.numpy as jnp
 import ml_collections
 
 from vae_jax import objectives
+from vae_jax.configs import base_config
 from vae_jax.errors import UserError
+from vae_jax.evaluate import likelihood
 from vae_jax.models import VAE, build_model
-from vae_jax.steps import TrainState, create_train_state, make_optimizer
+from vae_jax.steps import TrainState, create_train_state, example_keys, make_optimizer
 from vae_jax.workdir import Checkpoints
 
 RUN_INFO = 'run.json'
@@ -96,17 +98,33 @@ class Run:
 
     def log_likelihood(self, key: jax.Array, x: jax.Array, y=None, k: int = 1000,
                        chunk: Optional[int] = None) -> jax.Array:
-        """Importance-weighted lower bound on log p(x) with k samples: [b] nats."""
-        from vae_jax.evaluate import likelihood  # pylint: disable=g-import-not-at-top
-        return likelihood.iwae_bound_batch(
-            key, self.model, self.config.model, self.params, jnp.asarray(x),
-            self._labels(y, len(x)), k=k, chunk=chunk or self.config.eval.iwae_chunk)
+        """Importance-weighted lower bound on log p(x) with k samples: [b] nats.
+
+        Example i draws its samples from fold_in(key, i). x must be what the model was trained
+        on (binary pixels for a Bernoulli model on binarized data).
+        """
+        chunk = min(chunk or self.config.eval.iwae_chunk, k)
+        return self._iwae(k, chunk)(self.params, jnp.asarray(x), self._labels(y, len(x)),
+                                    example_keys(key, jnp.arange(len(x))))
+
+    @functools.cached_property
+    def _iwae_fns(self) -> dict:
+        return {}
+
+    def _iwae(self, k: int, chunk: int):
+        """The jitted bound for (k, chunk), compiled once per pair."""
+        if (k, chunk) not in self._iwae_fns:
+            self._iwae_fns[k, chunk] = jax.jit(functools.partial(
+                likelihood.iwae_bound, num_samples=k, chunk=chunk, apply_fn=self.model.apply,
+                encode=self.model.encode, decode=self.model.decode,
+                likelihood=self.config.model.likelihood,
+                log_scale=float(jnp.log(self.config.model.gaussian_scale))))
+        return self._iwae_fns[k, chunk]
 
 
 def load_config(workdir: str | Path) -> ml_collections.ConfigDict:
     """The config a run was trained with (its workdir's config.json), merged into the current
     base config so that fields added since then take their defaults."""
-    from vae_jax.configs import base_config  # pylint: disable=g-import-not-at-top
     path = Path(workdir) / 'config.json'
     if not path.is_file():
         raise UserError(f'{workdir} is not a vae_jax run: {path} not found')
@@ -132,10 +150,13 @@ def load_run(workdir: str | Path, step: Optional[int] = None) -> Run:
     workdir = Path(workdir).expanduser().absolute()
     config = load_config(workdir)
     info_path = workdir / RUN_INFO
-    if not info_path.is_file():
-        raise UserError(f'{workdir} has no {RUN_INFO}; was it trained by vae_jax?')
-    info = json.loads(info_path.read_text())
-    shape, num_classes = tuple(info['example_shape']), info['num_classes']
+    if info_path.is_file():
+        info = json.loads(info_path.read_text())
+        shape, num_classes = tuple(info['example_shape']), info['num_classes']
+    else:  # a run from before run.json existed: ask the data
+        from vae_jax.data.registry import make_sources
+        train_source, _ = make_sources(config.data, config.seed)
+        shape, num_classes = train_source.example_shape, train_source.num_classes
     model = build_model(config.model, shape, num_classes)
     template = create_train_state(jax.random.key(0), model, make_optimizer(config.optim, 1),
                                   shape)

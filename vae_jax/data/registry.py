@@ -28,8 +28,14 @@ def make_sources(data_config, seed: int):
     name = data_config.name
     if name in tfds_source.KNOWN_DATASETS:
         data_dir = data_config.data_dir or None
-        return (tfds_source.TfdsSource(name, data_config.train_split, data_dir),
-                tfds_source.TfdsSource(name, data_config.eval_split, data_dir))
+        train = tfds_source.TfdsSource(name, data_config.train_split, data_dir)
+        if data_config.holdout_class >= 0:  # anomaly detection: train without one class
+            if not 0 <= data_config.holdout_class < train.num_classes:
+                raise UserError(f'data.holdout_class={data_config.holdout_class} is not a class '
+                                f'of {name} (0..{train.num_classes - 1})')
+            from vae_jax.evaluate.downstream import ClassSubset
+            train = ClassSubset(train, exclude=(data_config.holdout_class,))
+        return train, tfds_source.TfdsSource(name, data_config.eval_split, data_dir)
     if name == 'dsprites':
         train = dsprites.DSpritesSource()
         rng = np.random.default_rng([seed, 2**31 - 1])
