@@ -34,7 +34,8 @@ def test_evaluate_run_writes_results_and_pictures(two_d_run):
     assert 0.0 <= results['linear_probe']['test_accuracy'] <= 1.0
     held = results['anomaly']['heldout_class']
     assert held['heldout_class'] == 3 and 0.0 <= held['auroc'] <= 1.0
-    assert 'ood_fashion_mnist' in results['anomaly']
+    ood = results['anomaly']['ood_fashion_mnist']  # skipped where fashion_mnist holds MNIST
+    assert 0.0 <= ood['auroc'] <= 1.0 if 'auroc' in ood else 'same images' in ood['skipped']
     for name in ('report_traversal', 'report_manifold', 'report_latent_scatter',
                  'report_interpolation_slerp', 'report_samples'):
         picture = np.asarray(Image.open(two_d_run / 'images' / f'{name}_0000030.png'))
