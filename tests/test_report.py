@@ -31,7 +31,9 @@ def test_evaluate_run_writes_results_and_pictures(two_d_run):
     # The k=20 bound is tighter than the single-sample ELBO (up to Monte-Carlo noise).
     assert lik['nll'] < lik['neg_elbo'] + 0.5
     assert results['latents']['latents'] == 2 and 0 <= results['latents']['active_units'] <= 2
-    assert 0.0 <= results['linear_probe']['test_accuracy'] <= 1.0
+    probe = results['linear_probe']
+    assert 0.0 <= probe['test_accuracy'] <= 1.0
+    assert probe['num_train'] == 2048  # every class, not the training run's subset without 3
     held = results['anomaly']['heldout_class']
     assert held['heldout_class'] == 3 and 0.0 <= held['auroc'] <= 1.0
     ood = results['anomaly']['ood_fashion_mnist']  # skipped where fashion_mnist holds MNIST

@@ -166,8 +166,10 @@ def evaluate_run(workdir: str | Path, *, iwae_samples: Optional[int] = None,
     logging.info('active units: %d of %d', results['latents']['active_units'],
                  config.model.latents)
     if train_source.num_classes > 0:
+        # A held-out-class run trains on a ClassSubset; the probe needs every class.
+        probe_train = getattr(train_source, 'source', train_source)
         results['linear_probe'] = downstream.probe_posterior_means(
-            encode_function(run), train_source, test_source, batch_size=config.eval_batch_size,
+            encode_function(run), probe_train, test_source, batch_size=config.eval_batch_size,
             max_train=config.eval.probe_train_examples or None, max_test=limit)
         logging.info('linear probe accuracy %.4f', results['linear_probe']['test_accuracy'])
     results['anomaly'] = anomaly_results(run, test_source, keys[EVAL], limit)
