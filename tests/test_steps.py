@@ -1,7 +1,5 @@
 """The pmapped train/eval steps: device-count invariance, no retracing, keys, binarization."""
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np

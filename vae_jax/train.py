@@ -6,7 +6,6 @@ logs metrics/images at intervals, and never checkpoints a state whose loss went 
 
 import math
 import time
-from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from vae_jax import objectives, steps
+from vae_jax import steps
 from vae_jax.data.registry import make_sources
 from vae_jax.data.tfds_source import TfdsSource
 from vae_jax.errors import UserError
