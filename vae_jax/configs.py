@@ -13,7 +13,9 @@ ENCODERS = ('mlp', 'conv')
 LIKELIHOODS = ('bernoulli', 'gaussian', 'gaussian_learned')
 OPTIMIZERS = ('adam', 'adamw', 'sgd')
 SCHEDULES = ('constant', 'cosine', 'warmup_cosine')
-OBJECTIVES = ('elbo', 'iwae')
+OBJECTIVES = ('elbo', 'iwae', 'capacity', 'beta_tcvae', 'factor_vae', 'dip_vae')
+DSPRITES_SOURCES = ('procedural', 'tfds')
+METRICS = ('beta_vae', 'factor_vae', 'mig', 'dci', 'sap')
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -39,6 +41,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.toy_kind = 'pinwheel'   # toy2d only: 'pinwheel' | 'gaussian_mixture'
     c.data.toy_examples = 50_000
     c.data.holdout_class = -1      # >= 0: train without this class (anomaly detection); -1 = off
+    c.data.dsprites_source = 'procedural'  # 'tfds': the real dSprites from the TFDS data_dir
 
     c.model = ml_collections.ConfigDict()
     c.model.encoder = 'mlp'
@@ -57,6 +60,24 @@ def base_config() -> ml_collections.ConfigDict:
     c.objective.beta = 1.0
     c.objective.kl_warmup_steps = 0
     c.objective.free_bits = 0.0    # nats per latent dimension; 0 = off
+    # 'capacity' (Burgess et al. 2018): gamma * |KL - C|, C raised linearly 0 -> capacity_max
+    # over capacity_steps. 'factor_vae' (Kim & Mnih 2018): gamma weights the discriminator's
+    # total-correlation estimate. 'beta_tcvae' (Chen et al. 2018) weights the minibatch-weighted
+    # total correlation by beta (the KL keeps weight 1). 'dip_vae' (Kumar et al. 2018): the
+    # covariance of the posterior means ('i') or of q(z) ('ii') is pushed to the identity.
+    c.objective.gamma = 1.0
+    c.objective.capacity_max = 25.0
+    c.objective.capacity_steps = 100_000
+    c.objective.dip_type = 'i'
+    c.objective.lambda_od = 10.0   # off-diagonal weight
+    c.objective.lambda_d = 100.0   # diagonal weight
+
+    # The FactorVAE discriminator: an MLP on z with its own Adam (Kim & Mnih 2018, appendix).
+    c.discriminator = ml_collections.ConfigDict()
+    c.discriminator.hidden = (1000,) * 6
+    c.discriminator.learning_rate = 1e-4
+    c.discriminator.b1 = 0.5
+    c.discriminator.b2 = 0.9
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = 'adam'
@@ -73,6 +94,16 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.iwae_examples = 0       # 0 = the whole eval split
     c.eval.anomaly_samples = 100   # k of the IWAE bound used as an anomaly score
     c.eval.probe_train_examples = 10_000  # train-split posterior means for the linear probe
+
+    # Disentanglement metrics (datasets with ground-truth factors), disentanglement_lib protocol.
+    c.disentanglement = ml_collections.ConfigDict()
+    c.disentanglement.metrics = METRICS  # () = none; computed at the end of training and by eval
+    c.disentanglement.num_train = 10_000
+    c.disentanglement.num_test = 5_000
+    c.disentanglement.batch_size = 64    # BetaVAE / FactorVAE score: examples per vote
+    c.disentanglement.num_variance_estimate = 10_000  # FactorVAE score
+    c.disentanglement.num_bins = 20      # MIG's histogram discretization
+    c.disentanglement.seed = 0
     return c
 
 
@@ -90,6 +121,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _choice(config.optim.schedule, 'optim.schedule', SCHEDULES)
     _choice(config.data.binarize, 'data.binarize', ('none', 'dynamic'))
     _choice(config.objective.name, 'objective.name', OBJECTIVES)
+    _choice(config.objective.dip_type, 'objective.dip_type', ('i', 'ii'))
+    _choice(config.data.dsprites_source, 'data.dsprites_source', DSPRITES_SOURCES)
+    for metric in config.disentanglement.metrics:
+        _choice(metric, 'disentanglement metric', METRICS)
     checks = [
         (config.objective.beta >= 0, f'objective.beta must be >= 0, got {config.objective.beta}'),
         (config.model.latents > 0, f'model.latents must be positive, got {config.model.latents}'),
@@ -108,6 +143,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
         (config.eval.iwae_examples >= 0, f'eval.iwae_examples must be >= 0, got {config.eval.iwae_examples}'),
         (config.eval.anomaly_samples >= 1, f'eval.anomaly_samples must be >= 1, got {config.eval.anomaly_samples}'),
         (config.eval.probe_train_examples >= 0, f'eval.probe_train_examples must be >= 0, got {config.eval.probe_train_examples}'),
+        (config.objective.gamma >= 0, f'objective.gamma must be >= 0, got {config.objective.gamma}'),
+        (config.objective.capacity_max >= 0, f'objective.capacity_max must be >= 0, got {config.objective.capacity_max}'),
+        (config.objective.lambda_od >= 0 and config.objective.lambda_d >= 0, 'objective.lambda_od and lambda_d must be >= 0'),
+        (config.discriminator.learning_rate > 0, f'discriminator.learning_rate must be positive, got {config.discriminator.learning_rate}'),
+        (config.disentanglement.num_train > 0 and config.disentanglement.num_test > 0, 'disentanglement.num_train and num_test must be positive'),
+        (config.disentanglement.batch_size > 1, f'disentanglement.batch_size must be > 1, got {config.disentanglement.batch_size}'),
     ]
     for ok, message in checks:
         if not ok:
