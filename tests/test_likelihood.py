@@ -219,14 +219,14 @@ def test_iwae_training_is_the_same_on_1_and_2_devices(mnist, tfds_dir):
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(ref_params)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-    assert names == {'loss', 'kl', 'beta', 'grad_norm'}  # iwae_loss's, not vae_loss's
+    assert names == {'loss', 'kl', 'grad_norm'}  # iwae_loss's, not vae_loss's
     assert ref_losses[0] != ref_losses[1]
 
 
 @pytest.mark.parametrize('override, message', [
     ({'objective.name': 'vimco'}, 'unknown objective.name'),
     ({'objective.name': 'iwae', 'objective.num_samples': 0}, 'num_samples must be >= 1'),
-    ({'objective.name': 'iwae', 'objective.beta': 4.0}, "apply to objective.name='elbo' only"),
+    ({'objective.name': 'iwae', 'objective.beta': 4.0}, "applies to 'elbo' and 'beta_tcvae' only"),
     ({'objective.name': 'iwae', 'objective.free_bits': 0.5}, "'elbo' only"),
     ({'eval.iwae_samples': 0}, 'iwae_samples must be >= 1'),
     ({'eval.iwae_chunk': 0}, 'iwae_chunk must be >= 1'),

@@ -156,9 +156,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.data.binarize == 'dynamic' and config.model.likelihood != 'bernoulli':
         raise UserError("data.binarize='dynamic' only makes sense with model.likelihood='bernoulli'")
     o = config.objective
-    if o.name == 'iwae' and (o.beta != 1 or o.kl_warmup_steps > 0 or o.free_bits > 0):
-        raise UserError("objective.beta, kl_warmup_steps and free_bits apply to objective.name="
-                        "'elbo' only; leave them at 1, 0, 0 with 'iwae'")
+    if o.name != 'elbo' and (o.kl_warmup_steps > 0 or o.free_bits > 0):
+        raise UserError(f"objective.kl_warmup_steps and free_bits apply to objective.name="
+                        f"'elbo' only; leave them at 0 with {o.name!r}")
+    if o.name not in ('elbo', 'beta_tcvae') and o.beta != 1:
+        raise UserError(f"objective.beta applies to 'elbo' and 'beta_tcvae' only; {o.name!r} "
+                        f"is weighted by objective.gamma (leave beta at 1)")
 
 
 def parse_arg(arg: str | None) -> dict:

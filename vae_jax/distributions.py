@@ -61,8 +61,12 @@ def gaussian_log_prob(z: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.A
     Returns:
       [] nats.
     """
-    logvar = jnp.broadcast_to(logvar, z.shape)
-    return -0.5 * jnp.sum(_LOG_2PI + logvar + jnp.square(z - mean) * jnp.exp(-logvar))
+    return jnp.sum(gaussian_log_prob_per_dim(z, mean, jnp.broadcast_to(logvar, z.shape)))
+
+
+def gaussian_log_prob_per_dim(z: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:
+    """log N(z_d; mean_d, exp(logvar_d)) of each dimension: [z] x3 -> [z] nats."""
+    return -0.5 * (_LOG_2PI + logvar + jnp.square(z - mean) * jnp.exp(-logvar))
 
 
 def standard_normal_log_prob(z: jax.Array) -> jax.Array:

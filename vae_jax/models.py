@@ -257,3 +257,19 @@ def build_model(model_config, example_shape: Sequence[int], num_classes: int) ->
     else:
         raise UserError(f"unknown model.encoder {c.encoder!r}; choose 'mlp' or 'conv'")
     return VAE(encoder, decoder)
+
+
+class Discriminator(nn.Module):
+    """FactorVAE's discriminator: an MLP with leaky-ReLU(0.2) on z [b, d] -> logits [b, 2].
+
+    Logit 0 is 'z comes from q(z)', logit 1 'from prod_d q(z_d)' (Kim & Mnih 2018: six layers
+    of 1000 units).
+    """
+    hidden: Sequence[int]
+
+    @nn.compact
+    def __call__(self, z: jax.Array) -> jax.Array:
+        h = z
+        for width in self.hidden:
+            h = nn.leaky_relu(nn.Dense(width)(h), negative_slope=0.2)
+        return nn.Dense(2)(h)

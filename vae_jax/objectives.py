@@ -107,7 +107,8 @@ def elbo_terms(params: Any, x: jax.Array, y: Optional[jax.Array], keys: jax.Arra
       likelihood, log_scale: see `log_likelihood`.
 
     Returns:
-      {'log_lik': [b], 'kl': [b], 'kl_per_dim': [b, z]} in nats.
+      {'log_lik': [b], 'kl': [b], 'kl_per_dim': [b, z]} in nats, and the posterior
+      'mean', 'logvar' [b, z] and the sample 'z' [b, z].
     """
     variables = {'params': params}
     mean, logvar = apply_fn(variables, x, y, method=encode)
@@ -115,7 +116,8 @@ def elbo_terms(params: Any, x: jax.Array, y: Optional[jax.Array], keys: jax.Arra
     out = apply_fn(variables, z, y, method=decode)
     log_lik = jax.vmap(log_likelihood, in_axes=(0, 0, None, None))(x, out, likelihood, log_scale)
     kl_per_dim = jax.vmap(D.gaussian_kl_per_dim)(mean, logvar)
-    return {'log_lik': log_lik, 'kl': jnp.sum(kl_per_dim, axis=-1), 'kl_per_dim': kl_per_dim}
+    return {'log_lik': log_lik, 'kl': jnp.sum(kl_per_dim, axis=-1), 'kl_per_dim': kl_per_dim,
+            'mean': mean, 'logvar': logvar, 'z': z}
 
 
 def vae_loss(params: Any, x: jax.Array, y: Optional[jax.Array], keys: jax.Array, *,

@@ -21,7 +21,7 @@ from vae_jax.configs import base_config
 from vae_jax.errors import UserError
 from vae_jax.evaluate import likelihood
 from vae_jax.models import VAE, build_model
-from vae_jax.steps import TrainState, create_train_state, example_keys, make_optimizer
+from vae_jax.steps import TrainState, example_keys, init_train_state
 from vae_jax.workdir import Checkpoints
 
 RUN_INFO = 'run.json'
@@ -158,8 +158,7 @@ def load_run(workdir: str | Path, step: Optional[int] = None) -> Run:
         train_source, _ = make_sources(config.data, config.seed)
         shape, num_classes = train_source.example_shape, train_source.num_classes
     model = build_model(config.model, shape, num_classes)
-    template = create_train_state(jax.random.key(0), model, make_optimizer(config.optim, 1),
-                                  shape)
+    template = init_train_state(jax.random.key(0), model, config, shape, 1)
     ckpt = Checkpoints(workdir, config.keep_checkpoints, read_only=True)
     try:
         available = ckpt.manager.all_steps()

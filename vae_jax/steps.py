@@ -7,7 +7,7 @@ same numbers on 1, 2 or 8 devices, and a resumed run redraws exactly what it wou
 """
 
 import functools
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -15,11 +15,18 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from vae_jax import objectives
-from vae_jax.models import VAE
+from vae_jax import disentangling, objectives
+from vae_jax.models import VAE, Discriminator
 
 AXIS = 'batch'
-TrainState = train_state.TrainState
+# fold_in(train_key, PERMUTATION) then the step: FactorVAE's permutation keys, disjoint from
+# the step keys fold_in(train_key, step) for any step a run can reach.
+PERMUTATION = 2**32 - 1
+
+
+class TrainState(train_state.TrainState):
+    """flax's TrainState plus FactorVAE's discriminator state (None for other objectives)."""
+    discriminator: Optional[train_state.TrainState] = None
 
 
 def make_optimizer(optim_config, total_steps: int) -> optax.GradientTransformation:
@@ -44,12 +51,32 @@ def make_optimizer(optim_config, total_steps: int) -> optax.GradientTransformati
 
 
 def create_train_state(key: jax.Array, model: VAE, tx: optax.GradientTransformation,
-                       example_shape: Sequence[int]) -> TrainState:
+                       example_shape: Sequence[int],
+                       discriminator: Optional[train_state.TrainState] = None) -> TrainState:
     """Initialises parameters from `key` with a batch of one example of `example_shape`."""
     x = jnp.zeros((1, *example_shape), jnp.float32)
     y = jnp.zeros((1,), jnp.int32)
     params = model.init(key, x, y)['params']
-    return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+    return TrainState.create(apply_fn=model.apply, params=params, tx=tx,
+                             discriminator=discriminator)
+
+
+def make_discriminator(key: jax.Array, config) -> Optional[train_state.TrainState]:
+    """FactorVAE's discriminator and its own Adam (None unless objective.name='factor_vae')."""
+    if config.objective.name != 'factor_vae':
+        return None
+    c = config.discriminator
+    module = Discriminator(tuple(c.hidden))
+    params = module.init(key, jnp.zeros((1, config.model.latents), jnp.float32))['params']
+    return train_state.TrainState.create(
+        apply_fn=module.apply, params=params, tx=optax.adam(c.learning_rate, b1=c.b1, b2=c.b2))
+
+
+def init_train_state(key: jax.Array, model: VAE, config, example_shape: Sequence[int],
+                     total_steps: int) -> TrainState:
+    """The initial state of a run of `config`: model, optimizer and (FactorVAE) discriminator."""
+    return create_train_state(key, model, make_optimizer(config.optim, total_steps),
+                              example_shape, make_discriminator(jax.random.fold_in(key, 1), config))
 
 
 def example_keys(step_key: jax.Array, index: jax.Array) -> jax.Array:
@@ -70,6 +97,33 @@ def prepare_inputs(batch: Mapping[str, jax.Array], keys: jax.Array, binarize: st
     return x, batch['label']
 
 
+def loss_function(objective, step: jax.Array, axis_name: Optional[str], model_fns: dict):
+    """The objective's loss as a function of (params, x, y, keys) -> (loss, metrics)."""
+    o = objective
+    if o.name == 'iwae':  # β and free bits are ELBO-only (configs.validate enforces it)
+        return functools.partial(objectives.iwae_loss, num_samples=o.num_samples, **model_fns)
+    if o.name == 'capacity':
+        return functools.partial(disentangling.capacity_loss, step=step, gamma=o.gamma,
+                                 capacity_max=o.capacity_max, capacity_steps=o.capacity_steps,
+                                 axis_name=axis_name, **model_fns)
+    if o.name == 'beta_tcvae':
+        return functools.partial(disentangling.beta_tcvae_loss, beta=o.beta,
+                                 axis_name=axis_name, **model_fns)
+    if o.name == 'dip_vae':
+        return functools.partial(disentangling.dip_vae_loss, dip_type=o.dip_type,
+                                 lambda_od=o.lambda_od, lambda_d=o.lambda_d,
+                                 axis_name=axis_name, **model_fns)
+    beta = objectives.beta_schedule(o.beta, o.kl_warmup_steps)(step)
+    loss_fn = functools.partial(objectives.vae_loss, beta=beta, free_bits=o.free_bits,
+                                axis_name=axis_name, **model_fns)
+    return lambda *args: _with(loss_fn(*args), beta=beta)
+
+
+def _with(loss_and_metrics, **extra):
+    loss, metrics = loss_and_metrics
+    return loss, dict(metrics, **extra)
+
+
 def train_step(state: TrainState, batch: Mapping[str, jax.Array], train_key: jax.Array, *,
                model: VAE, objective, model_config, binarize: str,
                axis_name: str | None = AXIS) -> tuple[TrainState, Mapping[str, jax.Array]]:
@@ -88,23 +142,54 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], train_key: jax
     step_key = jax.random.fold_in(train_key, state.step)
     keys = example_keys(step_key, batch['index'])
     x, y = prepare_inputs(batch, keys, binarize)
-    beta = objectives.beta_schedule(objective.beta, objective.kl_warmup_steps)(state.step)
     model_fns = dict(apply_fn=state.apply_fn, encode=model.encode, decode=model.decode,
                      likelihood=model_config.likelihood,
                      log_scale=jnp.log(model_config.gaussian_scale))
-    if objective.name == 'iwae':  # β and free bits are ELBO-only (configs.validate enforces it)
-        loss_fn = functools.partial(objectives.iwae_loss, num_samples=objective.num_samples,
-                                    **model_fns)
+    if objective.name == 'factor_vae':
+        disc = state.discriminator
+        loss_fn = functools.partial(
+            disentangling.factor_vae_loss, gamma=objective.gamma,
+            discriminate=lambda z: disc.apply_fn({'params': disc.params}, z), **model_fns)
+        grads, (metrics, z) = jax.grad(loss_fn, has_aux=True)(state.params, x, y, keys)
+        perm_key = jax.random.fold_in(jax.random.fold_in(train_key, PERMUTATION), state.step)
+        disc, disc_metrics = discriminator_step(disc, z, perm_key, axis_name)
+        state = state.replace(discriminator=disc)
+        metrics = dict(metrics, **disc_metrics)
     else:
-        loss_fn = functools.partial(objectives.vae_loss, beta=beta,
-                                    free_bits=objective.free_bits, axis_name=axis_name,
-                                    **model_fns)
-    grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, x, y, keys)
+        loss_fn = loss_function(objective, state.step, axis_name, model_fns)
+        grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, x, y, keys)
     if axis_name is not None:
         grads = jax.lax.pmean(grads, axis_name)
         metrics = jax.lax.pmean(metrics, axis_name)
-    metrics = dict(metrics, beta=beta, grad_norm=optax.global_norm(grads))
+    metrics = dict(metrics, grad_norm=optax.global_norm(grads))
     return state.apply_gradients(grads=grads), metrics
+
+
+def discriminator_step(disc: train_state.TrainState, z: jax.Array, perm_key: jax.Array,
+                       axis_name: Optional[str]):
+    """One update of FactorVAE's discriminator on z [b, d] ~ q(z|x) and its global permutation.
+
+    z is the VAE step's sample (taken before the VAE update, as in Kim & Mnih's algorithm 1)
+    with its gradient stopped.
+
+    Returns:
+      (new discriminator state, {'disc_loss', 'disc_accuracy'} over the global batch).
+    """
+    z = jax.lax.stop_gradient(z)
+    permuted = disentangling.local_permuted(perm_key, z, axis_name)
+
+    def loss_fn(params):
+        real = disc.apply_fn({'params': params}, z)
+        fake = disc.apply_fn({'params': params}, permuted)
+        accuracy = 0.5 * (jnp.mean(jnp.argmax(real, -1) == 0) + jnp.mean(jnp.argmax(fake, -1) == 1))
+        return disentangling.discriminator_loss(real, fake), accuracy
+
+    (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(disc.params)
+    metrics = {'disc_loss': loss, 'disc_accuracy': accuracy}
+    if axis_name is not None:
+        grads = jax.lax.pmean(grads, axis_name)
+        metrics = jax.lax.pmean(metrics, axis_name)
+    return disc.apply_gradients(grads=grads), metrics
 
 
 def eval_step(params: Any, batch: Mapping[str, jax.Array], eval_key: jax.Array, *,

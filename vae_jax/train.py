@@ -19,8 +19,8 @@ from vae_jax.errors import UserError
 from vae_jax.evaluate import images
 from vae_jax.models import VAE, build_model
 from vae_jax.run import save_run_info
-from vae_jax.steps import (TrainState, create_train_state, make_optimizer, pmapped_steps,
-                           replicate, unreplicate)
+from vae_jax.steps import (TrainState, init_train_state, pmapped_steps, replicate,
+                           unreplicate)
 
 # Split of the seed key; fixed so that a run's randomness is a function of config.seed alone.
 INIT, TRAIN, EVAL, SAMPLE = range(4)
@@ -116,8 +116,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> TrainState:
     steps_per_epoch = max(1, train_source.num_examples // config.batch_size)
     eval_every = config.eval_every or steps_per_epoch
     keys = run_keys(config.seed)
-    state = create_train_state(keys[INIT], model, make_optimizer(config.optim, total),
-                               train_source.example_shape)
+    state = init_train_state(keys[INIT], model, config, train_source.example_shape, total)
 
     path = workdir_lib.prepare(workdir)  # only now, with the config known to be good
     ckpt = workdir_lib.Checkpoints(path, config.keep_checkpoints)
