@@ -15,7 +15,7 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from vae_jax import disentangling, objectives
+from vae_jax import objectives, regularizers
 from vae_jax.models import VAE, Discriminator
 
 AXIS = 'batch'
@@ -103,14 +103,14 @@ def loss_function(objective, step: jax.Array, axis_name: Optional[str], model_fn
     if o.name == 'iwae':  # β and free bits are ELBO-only (configs.validate enforces it)
         return functools.partial(objectives.iwae_loss, num_samples=o.num_samples, **model_fns)
     if o.name == 'capacity':
-        return functools.partial(disentangling.capacity_loss, step=step, gamma=o.gamma,
+        return functools.partial(regularizers.capacity_loss, step=step, gamma=o.gamma,
                                  capacity_max=o.capacity_max, capacity_steps=o.capacity_steps,
                                  axis_name=axis_name, **model_fns)
     if o.name == 'beta_tcvae':
-        return functools.partial(disentangling.beta_tcvae_loss, beta=o.beta,
+        return functools.partial(regularizers.beta_tcvae_loss, beta=o.beta,
                                  axis_name=axis_name, **model_fns)
     if o.name == 'dip_vae':
-        return functools.partial(disentangling.dip_vae_loss, dip_type=o.dip_type,
+        return functools.partial(regularizers.dip_vae_loss, dip_type=o.dip_type,
                                  lambda_od=o.lambda_od, lambda_d=o.lambda_d,
                                  axis_name=axis_name, **model_fns)
     beta = objectives.beta_schedule(o.beta, o.kl_warmup_steps)(step)
@@ -148,7 +148,7 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], train_key: jax
     if objective.name == 'factor_vae':
         disc = state.discriminator
         loss_fn = functools.partial(
-            disentangling.factor_vae_loss, gamma=objective.gamma,
+            regularizers.factor_vae_loss, gamma=objective.gamma,
             discriminate=lambda z: disc.apply_fn({'params': disc.params}, z), **model_fns)
         grads, (metrics, z) = jax.grad(loss_fn, has_aux=True)(state.params, x, y, keys)
         perm_key = jax.random.fold_in(jax.random.fold_in(train_key, PERMUTATION), state.step)
@@ -176,13 +176,13 @@ def discriminator_step(disc: train_state.TrainState, z: jax.Array, perm_key: jax
       (new discriminator state, {'disc_loss', 'disc_accuracy'} over the global batch).
     """
     z = jax.lax.stop_gradient(z)
-    permuted = disentangling.local_permuted(perm_key, z, axis_name)
+    permuted = regularizers.local_permuted(perm_key, z, axis_name)
 
     def loss_fn(params):
         real = disc.apply_fn({'params': params}, z)
         fake = disc.apply_fn({'params': params}, permuted)
         accuracy = 0.5 * (jnp.mean(jnp.argmax(real, -1) == 0) + jnp.mean(jnp.argmax(fake, -1) == 1))
-        return disentangling.discriminator_loss(real, fake), accuracy
+        return regularizers.discriminator_loss(real, fake), accuracy
 
     (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(disc.params)
     metrics = {'disc_loss': loss, 'disc_accuracy': accuracy}

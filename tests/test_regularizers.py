@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from vae_jax import base_config, disentangling as T, objectives, steps
+from vae_jax import base_config, regularizers as T, objectives, steps
 from vae_jax.data import pipeline
 from vae_jax.data.tfds_source import TfdsSource
 from vae_jax.models import build_model

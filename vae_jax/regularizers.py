@@ -1,4 +1,4 @@
-"""Losses of the disentangling VAEs: controlled capacity, β-TCVAE, FactorVAE and DIP-VAE.
+"""The β-VAE family's regularizers: controlled capacity, β-TCVAE, FactorVAE and DIP-VAE.
 
 Same reduction convention as `objectives`: per example a sum over pixels and latents (nats),
 over a batch the mean. Terms that need batch statistics (the capacity's mean KL, the
