@@ -1,0 +1,22 @@
+"""FactorVAE (Kim & Mnih 2018) on procedural dSprites.
+
+Loss -ELBO + γ TC, the total correlation estimated by a discriminator (6 × 1000 leaky-ReLU MLP)
+that tells z ~ q(z|x) from its dimension-wise permutation over the global batch; the
+discriminator has its own Adam (1e-4, β1 0.5, β2 0.9) and both updates run in the same pmapped
+step. Shared setup and metrics as experiments/beta_vae.py.
+
+    python launch.py --config=experiments/factor_vae.py --workdir=runs/factor_vae
+    python launch.py --config=experiments/factor_vae.py:quick --workdir=runs/factor_vae_quick
+
+Arguments: `quick`, `gamma=G` (default 10, disentanglement_lib's sweep is 10..100), `steps=N`.
+"""
+
+from vae_jax.configs import dsprites_config, parse_arg
+
+
+def get_config(arg=None):
+    args = parse_arg(arg)
+    c = dsprites_config(args)
+    c.objective.name = 'factor_vae'
+    c.objective.gamma = float(args.get('gamma', 10.0))
+    return c
