@@ -52,8 +52,15 @@ class Interrupted(Exception):
     pass
 
 
-def test_interrupted_and_resumed_run_equals_uninterrupted_run(tfds_dir, tmp_path, monkeypatch):
-    config = tiny_config(tfds_dir)
+FACTOR_VAE = {'objective.name': 'factor_vae', 'objective.gamma': 6.4,
+              'objective.kl_warmup_steps': 0, 'discriminator.hidden': (32, 32)}
+
+
+@pytest.mark.parametrize('overrides', [{}, FACTOR_VAE], ids=['elbo', 'factor_vae'])
+def test_interrupted_and_resumed_run_equals_uninterrupted_run(tfds_dir, tmp_path, monkeypatch,
+                                                              overrides):
+    """FactorVAE adds a second optimizer's state, which must be checkpointed too."""
+    config = tiny_config(tfds_dir, **overrides)
     full = train.train_and_evaluate(config, tmp_path / 'full')
 
     real_batches = train.pipeline.train_batches
@@ -71,9 +78,11 @@ def test_interrupted_and_resumed_run_equals_uninterrupted_run(tfds_dir, tmp_path
     resumed = train.train_and_evaluate(config, tmp_path / 'resumed')
 
     assert int(resumed.step) == int(full.step) == 20
-    for a, b in zip(jax.tree.leaves((full.params, full.opt_state)),
-                    jax.tree.leaves((resumed.params, resumed.opt_state))):
+    assert len(jax.tree.leaves(full)) == len(jax.tree.leaves(resumed))
+    for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(resumed)):
         np.testing.assert_array_equal(a, b)
+    if overrides:
+        assert full.discriminator is not None and int(full.discriminator.step) == 20
     # The resumed run's metrics read as one run: every logged step once, identical values.
     lines = [json.loads(l) for l in (tmp_path / 'resumed' / 'metrics.jsonl').read_text().splitlines()]
     ref = [json.loads(l) for l in (tmp_path / 'full' / 'metrics.jsonl').read_text().splitlines()]
