@@ -2,7 +2,9 @@
 
 import numpy as np
 import pytest
+from scipy import stats
 
+from vae_jax import configs
 from vae_jax.data import DSpritesSource
 from vae_jax.data import factor_classes_to_index
 from vae_jax.data import factor_sizes
@@ -10,6 +12,12 @@ from vae_jax.data import factor_values
 from vae_jax.data import index_to_factor_classes
 from vae_jax.data import render
 from vae_jax.data import render_values
+from vae_jax.data import Toy2DSource
+from vae_jax.data.ground_truth import as_ground_truth
+from vae_jax.data.ground_truth import GroundTruthData
+from vae_jax.data.ground_truth import sample
+from vae_jax.data.registry import make_sources
+from vae_jax.data.registry import Subset
 
 SQUARE, ELLIPSE, HEART = 0, 1, 2
 
@@ -128,3 +136,71 @@ def test_heart_is_not_symmetric_under_half_turn_but_ellipse_and_square_are():
     assert np.argmax(widths) < rows.mean()
     # The three shapes differ from each other.
     assert (square != ellipse).sum() > 50 and (ellipse != heart).sum() > 50
+
+
+# ---- ground truth ---------------------------------------------------------------------------
+
+
+def test_procedural_source_is_ground_truth():
+    src = DSpritesSource()
+    assert isinstance(src, GroundTruthData)
+    assert src.factor_names == ('shape', 'scale', 'orientation', 'pos_x', 'pos_y')
+    assert src.factor_sizes == (3, 6, 40, 32, 32)
+
+
+def test_sample_factors_is_uniform_and_independent():
+    factors = DSpritesSource().sample_factors(60_000, np.random.default_rng(0))
+    assert factors.shape == (60_000, 5) and np.issubdtype(factors.dtype, np.integer)
+    for f, size in enumerate((3, 6, 40, 32, 32)):
+        counts = np.bincount(factors[:, f], minlength=size)
+        assert len(counts) == size  # Nothing at or above the size, ...
+        assert factors[:, f].min() == 0 and counts.min() > 0  # ... nothing negative, all hit.
+        assert stats.chisquare(counts).pvalue > 1e-4, (f, counts)
+    # Independence: the 3 x 6 shape-scale table is uniform too.
+    joint = np.bincount(factors[:, 0] * 6 + factors[:, 1], minlength=18)
+    assert stats.chisquare(joint).pvalue > 1e-4, joint
+    # The check has power: 10% too many of one scale value fails it.
+    skewed = np.random.default_rng(0).choice(6, 60_000, p=np.array([1.1, 1, 1, 1, 1, 1]) / 6.1)
+    assert stats.chisquare(np.bincount(skewed, minlength=6)).pvalue < 1e-4
+
+
+def test_observations_are_the_renders_and_sampling_is_deterministic():
+    src = DSpritesSource()
+    factors, images = sample(src, 50, np.random.default_rng(3))
+    assert images.shape == (50, 64, 64, 1) and images.dtype == np.float32
+    np.testing.assert_array_equal(images, render(factors))
+    np.testing.assert_array_equal(
+        src.sample_observations_from_factors(factors, np.random.default_rng(9)), images)
+    # The same as get_batch of those factors' indices: one pixel convention.
+    np.testing.assert_array_equal(src.get_batch(factor_classes_to_index(factors))['image'], images)
+    again, images_again = sample(src, 50, np.random.default_rng(3))
+    np.testing.assert_array_equal(again, factors)
+    np.testing.assert_array_equal(images_again, images)
+    other, _ = sample(src, 50, np.random.default_rng(4))
+    assert (other != factors).any()
+
+
+def test_observations_of_bad_factors_are_refused():
+    src = DSpritesSource()
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match='outside'):
+        src.sample_observations_from_factors(np.array([[0, 6, 0, 0, 0]]), rng)
+    with pytest.raises(ValueError, match='outside'):
+        src.sample_observations_from_factors(np.array([[0, 0, -1, 0, 0]]), rng)
+    with pytest.raises(ValueError, match='shape'):
+        src.sample_observations_from_factors(np.zeros((2, 4), int), rng)
+    with pytest.raises(ValueError, match='integers'):
+        src.sample_observations_from_factors(np.zeros((2, 5)), rng)
+    assert src.sample_observations_from_factors(np.zeros((0, 5), int), rng).shape == (0, 64, 64, 1)
+
+
+def test_as_ground_truth_looks_through_the_eval_subset():
+    config = configs.base_config()
+    config.data.name = 'dsprites'
+    train, eval_source = make_sources(config.data, seed=0)
+    assert isinstance(eval_source, Subset) and eval_source.num_examples == 10_000
+    assert as_ground_truth(eval_source) is train
+    assert as_ground_truth(train) is train
+    toy = Toy2DSource(num_examples=100)
+    assert as_ground_truth(toy) is None
+    assert as_ground_truth(Subset(toy, np.arange(10))) is None

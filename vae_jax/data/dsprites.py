@@ -1,6 +1,7 @@
 """Procedural dSprites: the factor grid of Matthey et al. (2017), rendered in numpy.
 
-The real dataset cannot be downloaded on the build machines, so the same grid is rendered:
+The real dataset cannot be downloaded on the build machines, so the same grid is rendered
+(`dsprites_tfds.DSpritesTfdsSource` reads the real one from a prepared TFDS data_dir):
 shape {square, ellipse, heart} x scale linspace(0.5, 1, 6) x orientation linspace(0, 2pi, 40)
 x posX linspace(0, 1, 32) x posY linspace(0, 1, 32) = 737280 binary 64x64 images. Index and
 factor classes correspond in row-major order (shape slowest, posY fastest), like the real
@@ -16,6 +17,8 @@ Geometry (pixels; x right, y down as displayed):
 """
 
 import numpy as np
+
+from vae_jax.data import ground_truth
 
 SHAPES = ('square', 'ellipse', 'heart')
 FACTOR_NAMES = ('shape', 'scale', 'orientation', 'pos_x', 'pos_y')
@@ -138,14 +141,17 @@ def render(classes):
 
 
 class DSpritesSource:
-    """All 737280 procedural dSprites as a `Source`; the label is the shape class (0, 1, 2).
+    """All 737280 procedural dSprites as a `Source` and a `GroundTruthData`.
 
-    Images are rendered on demand (no cache: rendering is a few ms per batch of 256).
+    The label is the shape class (0, 1, 2). Images are rendered on demand (no cache: rendering
+    is a few ms per batch of 256).
     """
 
     num_examples = NUM_EXAMPLES
     example_shape = (IMAGE_SIZE, IMAGE_SIZE, 1)
     num_classes = len(SHAPES)
+    factor_names = FACTOR_NAMES
+    factor_sizes = _SIZES
 
     def __repr__(self):
         return 'DSpritesSource()'
@@ -161,3 +167,15 @@ class DSpritesSource:
         """int ``[n]`` -> ``{'image': float32 [n, 64, 64, 1] in {0, 1}, 'label': int32 [n]}``."""
         classes = self.get_factors(indices)
         return {'image': render(classes), 'label': classes[:, 0].astype(np.int32)}
+
+    def sample_factors(self, num, rng):
+        """int64 ``[num, 5]`` factor classes, each factor uniform over its values."""
+        return ground_truth.sample_uniform_factors(_SIZES, num, rng)
+
+    def sample_observations_from_factors(self, factors, rng):
+        """int ``[n, 5]`` factor classes -> `render` of them, float32 ``[n, 64, 64, 1]`` in {0, 1}.
+
+        ``rng`` is unused: each factor combination has exactly one image.
+        """
+        del rng
+        return render(ground_truth.check_factors(factors, _SIZES))

@@ -37,9 +37,14 @@ def make_sources(data_config, seed: int):
             train = ClassSubset(train, exclude=(data_config.holdout_class,))
         return train, tfds_source.TfdsSource(name, data_config.eval_split, data_dir)
     if name == 'dsprites':
-        train = dsprites.DSpritesSource()
+        if data_config.dsprites_source == 'tfds':
+            from vae_jax.data.dsprites_tfds import DSpritesTfdsSource
+            train = DSpritesTfdsSource(data_config.data_dir or None)
+        else:
+            train = dsprites.DSpritesSource()
         rng = np.random.default_rng([seed, 2**31 - 1])
-        eval_idx = rng.choice(train.num_examples, DSPRITES_EVAL_EXAMPLES, replace=False)
+        num_eval = min(DSPRITES_EVAL_EXAMPLES, train.num_examples)  # fewer in test stand-ins
+        eval_idx = rng.choice(train.num_examples, num_eval, replace=False)
         return train, Subset(train, np.sort(eval_idx))
     if name == 'toy2d':
         n = data_config.toy_examples
