@@ -14,6 +14,7 @@ from absl import logging
 
 from vae_jax import configs, objectives, workdir as workdir_lib
 from vae_jax.data import pipeline
+from vae_jax.data.ground_truth import as_ground_truth
 from vae_jax.data.registry import make_sources
 from vae_jax.errors import UserError
 from vae_jax.evaluate import images
@@ -85,6 +86,11 @@ def image_grids(model: VAE, state: TrainState, source, config, key) -> dict[str,
     samples = objectives.likelihood_mean(model.apply(variables, z, labels, method=model.decode), lik)
     return {'reconstructions': images.side_by_side(np.asarray(x), np.asarray(recon)),
             'samples': images.grid(np.asarray(samples), rows=rows)}
+
+
+def wanted_metrics(config, train_source) -> bool:
+    """Disentanglement metrics are configured and the data has ground-truth factors."""
+    return bool(config.disentanglement.metrics) and as_ground_truth(train_source) is not None
 
 
 def _check_finite(history: list[tuple[int, dict]], last_checkpoint: int | None) -> None:
@@ -167,6 +173,11 @@ def train_and_evaluate(config, workdir: str, devices=None) -> TrainState:
             if do_ckpt:
                 ckpt.save(step, unreplicate(rstate))
                 last_ckpt = step
+        if wanted_metrics(config, train_source) and workdir_lib.is_writer():
+            from vae_jax.evaluate import factor_report  # scikit-learn: only when needed
+            if not factor_report.has_results(path, total):
+                factor_report.evaluate_and_write(model, unreplicate(rstate).params, config,
+                                                 train_source, eval_source, path, total, writer)
     finally:
         batches.close()
         writer.close()

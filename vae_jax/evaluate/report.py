@@ -1,4 +1,4 @@
-"""`evaluate_run(workdir)`: every number and picture of issue-3 evaluation for one run.
+"""`evaluate_run(workdir)`: every number and picture of the evaluation of one run.
 
 Writes `results/eval_<step>.json`, PNGs under `images/` and TensorBoard summaries under the
 tag prefix `report/`, leaving the training metrics (metrics.jsonl) untouched.
@@ -20,7 +20,7 @@ from vae_jax.data.tfds_source import TfdsSource
 from vae_jax.errors import UserError
 from vae_jax.evaluate import downstream, images, latents, likelihood, pictures
 from vae_jax.run import Run, load_run
-from vae_jax.train import EVAL, SAMPLE, run_keys
+from vae_jax.train import EVAL, SAMPLE, run_keys, wanted_metrics
 from vae_jax.workdir import MetricWriter
 
 # The out-of-distribution test set for each in-distribution dataset (same 28x28x1 shape).
@@ -172,6 +172,11 @@ def evaluate_run(workdir: str | Path, *, iwae_samples: Optional[int] = None,
             encode_function(run), probe_train, test_source, batch_size=config.eval_batch_size,
             max_train=config.eval.probe_train_examples or None, max_test=limit)
         logging.info('linear probe accuracy %.4f', results['linear_probe']['test_accuracy'])
+    if wanted_metrics(config, train_source):
+        from vae_jax.evaluate import factor_report
+        results['disentanglement'] = factor_report.disentanglement_metrics(
+            run.model, run.params, config, train_source)
+        factor_report.log_scores(results['disentanglement'])
     results['anomaly'] = anomaly_results(run, test_source, keys[EVAL], limit)
     for name, r in results['anomaly'].items():
         if 'auroc' in r:

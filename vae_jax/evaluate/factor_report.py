@@ -1,0 +1,126 @@
+"""Disentanglement metrics of a trained model, for datasets with ground-truth factors.
+
+Run at the end of training (`train.train_and_evaluate`) and by `--mode=eval`
+(`report.evaluate_run`). The representation is the posterior mean, as in disentanglement_lib.
+Results go to `results/eval_<step>.json` under 'disentanglement' (with the posterior
+statistics under 'latents'), to TensorBoard under 'disentanglement/...', and the latent
+traversal ordered by KL to `images/traversal_<step>.png`.
+"""
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import jax
+import numpy as np
+from absl import logging
+
+from vae_jax import objectives
+from vae_jax.data.ground_truth import as_ground_truth
+from vae_jax.evaluate import latents, pictures
+from vae_jax.evaluate.disentanglement import compute_metrics
+
+CHUNK = 500  # examples encoded per call; every call is padded to it, so encode compiles once
+
+
+def representation_function(model, params, chunk: int = CHUNK) -> Callable:
+    """observations [n, *example_shape] -> posterior means [n, z] (numpy), in chunks."""
+    encode = jax.jit(lambda p, x: model.apply({'params': p}, x, None, method=model.encode)[0])
+
+    def represent(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float32)
+        out = []
+        for start in range(0, len(x), chunk):
+            part = x[start:start + chunk]
+            real = len(part)
+            if real < chunk:
+                part = np.concatenate([part, np.zeros((chunk - real, *part.shape[1:]), part.dtype)])
+            out.append(np.asarray(encode(params, part))[:real])
+        return np.concatenate(out)
+    return represent
+
+
+def results_path(workdir: Path, step: int) -> Path:
+    return Path(workdir) / 'results' / f'eval_{step:07d}.json'
+
+
+def has_results(workdir: Path, step: int) -> bool:
+    """Whether `results/eval_<step>.json` already holds disentanglement metrics."""
+    path = results_path(workdir, step)
+    return path.is_file() and 'disentanglement' in json.loads(path.read_text())
+
+
+def disentanglement_metrics(model, params, config, train_source,
+                            progress: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
+    """The configured metrics (`config.disentanglement`) of the posterior means.
+
+    Returns:
+      {metric name: {score name: float, ...}} or {'skipped': reason}.
+    """
+    if config.model.conditional:
+        return {'skipped': 'a conditional model has no label-free representation'}
+    d = config.disentanglement
+    logging.info('disentanglement metrics %s (%d train / %d test points)',
+                 ', '.join(d.metrics), d.num_train, d.num_test)
+    return compute_metrics(
+        as_ground_truth(train_source), representation_function(model, params),
+        tuple(d.metrics), seed=d.seed, num_train=d.num_train, num_test=d.num_test,
+        batch_size=d.batch_size, num_variance_estimate=d.num_variance_estimate,
+        num_bins=d.num_bins, progress=progress)
+
+
+def traversal(model, params, config, eval_source, kl_per_dim) -> np.ndarray:
+    """Traversals of the first eval example's posterior mean, dimensions ordered by KL."""
+    variables = {'params': params}
+    x = eval_source.get_batch(np.zeros(1, np.int64))['image']
+    base = np.asarray(model.apply(variables, x, None, method=model.encode)[0])[0]
+
+    def decode_mean(z, y=None):
+        out = model.apply(variables, z, None, method=model.decode)
+        return objectives.likelihood_mean(out, config.model.likelihood)
+    return pictures.traversal_picture(decode_mean, base, kl_per_dim, 11, top=10)
+
+
+def evaluate_and_write(model, params, config, train_source, eval_source, workdir: Path,
+                       step: int, writer) -> dict[str, Any]:
+    """End-of-training evaluation: metrics, posterior statistics and the traversal picture.
+
+    Writes `results/eval_<step>.json` (process 0 only, through `writer.enabled`) and the
+    TensorBoard scalars and image; returns the results.
+    """
+    results: dict[str, Any] = {'step': step, 'workdir': str(workdir)}
+    results['disentanglement'] = disentanglement_metrics(model, params, config, train_source)
+    encode = jax.jit(lambda x, y: model.apply({'params': params}, x, None, method=model.encode))
+    posteriors = latents.collect_posteriors(encode, eval_source,
+                                            batch_size=config.eval_batch_size,
+                                            max_examples=config.eval_examples or None)
+    results['latents'] = latents.posterior_stats(posteriors['mean'], posteriors['logvar'])
+    log_scores(results['disentanglement'])
+    if writer.enabled:
+        path = results_path(workdir, step)
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(results, indent=2) + '\n')
+        writer.scalars(step, 'disentanglement', flat_scores(results['disentanglement']),
+                       jsonl=False)
+        writer.image(step, 'traversal', traversal(model, params, config, eval_source,
+                                                  np.asarray(results['latents']['kl_per_dim'])))
+        logging.info('wrote %s', path)
+    return results
+
+
+# Sample sizes and timings: recorded in the results JSON, not plotted or logged as scores.
+_NOT_SCORES = ('num_train', 'num_eval', 'num_test', 'num_bins', 'batch_size',
+               'num_variance_estimate', 'wall_time_s')
+
+
+def flat_scores(metrics: dict) -> dict[str, float]:
+    """{'mig': {'mig': 0.1, 'num_train': 10000}} -> {'mig/mig': 0.1}: the scalar scores only."""
+    return {f'{name}/{k}': float(v) for name, scores in metrics.items()
+            if isinstance(scores, dict)
+            for k, v in scores.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in _NOT_SCORES}
+
+
+def log_scores(metrics: dict) -> None:
+    scores = flat_scores(metrics)
+    logging.info('disentanglement: %s', ', '.join(f'{k} {v:.3f}' for k, v in scores.items()))
