@@ -3,9 +3,15 @@
     python launch.py --config=experiments/beta_vae.py:quick --workdir=runs/beta_quick
     python launch.py --config=experiments/vae.py --config.objective.beta=2 --workdir=runs/vae
     python launch.py --mode=eval --workdir=runs/vae [--iwae_samples=5000] [--eval_examples=N]
+    python launch.py --config=experiments/toy2d.py --sweep --workdir=runs/sweep
+    python launch.py --config=experiments/toy2d.py --sweep_index=3 --workdir=runs/sweep
 
 `--mode=eval` reads the run's own config.json and latest checkpoint (the run may still be
 training) and writes results/eval_<step>.json, images and TensorBoard summaries.
+
+`--sweep` trains every point of the config file's get_sweep() in <workdir>/<point name>,
+skipping finished points and going on past failed ones (exit status 1 if any failed);
+`--sweep_index=i` (which implies --sweep) trains point i only, as a job-array worker does.
 
 Bad input (unknown names, invalid values, a workdir that is a file, missing data) ends with a
 single 'error: ...' line and exit status 2; a misspelt --config.* override is rejected by the
@@ -30,6 +36,10 @@ _IWAE_SAMPLES = flags.DEFINE_integer('iwae_samples', None,
                                      'eval: k of the IWAE bound (default: the config\'s).')
 _EVAL_EXAMPLES = flags.DEFINE_integer('eval_examples', None,
                                       'eval: use only the first N test examples.')
+_SWEEP = flags.DEFINE_bool('sweep', False, "Train every point of the config file's "
+                           'get_sweep(), each in <workdir>/<point name>.')
+_SWEEP_INDEX = flags.DEFINE_integer('sweep_index', None, 'Train only point i of the sweep '
+                                    '(implies --sweep): one job-array worker.', lower_bound=0)
 flags.mark_flags_as_required(['workdir'])
 
 
@@ -64,15 +74,33 @@ def main(argv):
         raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
     logging.set_verbosity(logging.INFO)
     logging.get_absl_logger().addFilter(_quiet_libraries)
+    sweeping = _SWEEP.value or _SWEEP_INDEX.value is not None
     try:
+        if _MODE.value == 'eval' and sweeping:
+            raise UserError('--sweep trains; evaluate one point with --mode=eval '
+                            '--workdir=<sweep workdir>/<point name>')
         if _MODE.value == 'eval':
             from vae_jax.evaluate.report import evaluate_run  # only eval mode needs it
             evaluate_run(_WORKDIR.value, iwae_samples=_IWAE_SAMPLES.value,
                          max_examples=_EVAL_EXAMPLES.value)
+        elif sweeping:
+            sys.exit(_sweep())
         else:
             train_and_evaluate(_config(), _WORKDIR.value)
     except UserError as e:
         _fail(str(e))
+
+
+def _sweep() -> int:
+    """Trains the sweep's points; the exit status is 1 if any of them failed."""
+    from vae_jax import sweep
+    config = _config()
+    spec = config_flags.get_config_filename(flags.FLAGS['config'])
+    outcomes = sweep.run_sweep(
+        config, sweep.load_sweep(spec), _WORKDIR.value, only=_SWEEP_INDEX.value,
+        config_spec=spec, command_line=config_flags.get_override_values(flags.FLAGS['config']))
+    print(sweep.format_outcomes(outcomes, _WORKDIR.value), flush=True)
+    return int(any(o.status == 'failed' for o in outcomes))
 
 
 def _config():

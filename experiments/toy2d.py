@@ -8,9 +8,19 @@ Adam 3e-3, batch 256, 5,000 steps.
 
 Runtime on a 2-core CPU: about 12 seconds. Expected result (measured, seed 0, pinwheel):
 test -ELBO 1.64 nats per point at step 1000 and 1.16 at step 5000.
+
+Sweep (get_sweep): β ∈ {0.25, 1, 4} × seeds {0, 1} (`seeds=N` for N seeds), 6 points:
+
+    python launch.py --config=experiments/toy2d.py --sweep --workdir=runs/toy_sweep
+    python -m vae_jax.sweep summarize runs/toy_sweep
+
+Measured on 2 busy cores: 84 s for the 6 points. Test -ELBO (mean ± std over the 2 seeds)
+3.53 ± 0.97 at β=0.25 (KL 10.3: reconstructions bought with rate), 1.06 ± 0.13 at β=1 and
+2.23 ± 0.01 at β=4, where the posterior collapses to the prior (KL < 1e-5).
 """
 
 from vae_jax.configs import base_config, parse_arg
+from vae_jax.sweep import product, sweep
 
 
 def get_config(arg=None):
@@ -30,3 +40,9 @@ def get_config(arg=None):
     c.checkpoint_every = 1000
     c.log_every = 500
     return c
+
+
+def get_sweep(arg=None):
+    args = parse_arg(arg)
+    return product(sweep('objective.beta', [0.25, 1.0, 4.0]),
+                   sweep('seed', range(int(args.get('seeds', 2)))))

@@ -8,9 +8,17 @@ Static binarized MNIST (Larochelle), Adam 1e-3, batch 128, 30 epochs.
 Runtime on a 2-core CPU (no accelerator): about 1 minute for 10 epochs (3,900 steps), about
 3 minutes for 30. Expected result: test -ELBO ≈ 100 nats after 10 epochs, flax reports ≈ 104
 (see README, "Reproduced numbers", for the measured values).
+
+Sweep (get_sweep): latent dimensions {2, 5, 10, 20, 50} × seeds {0, 1, 2} (`seeds=N`), the
+latent-size comparison of Kingma & Welling (2014, figure 2); 15 points, about 15 minutes with
+`:epochs=10`:
+
+    python launch.py --config=experiments/vae.py:epochs=10 --sweep --workdir=runs/vae_latents
+    python -m vae_jax.sweep summarize runs/vae_latents
 """
 
 from vae_jax.configs import base_config, parse_arg
+from vae_jax.sweep import product, sweep
 
 
 def get_config(arg=None):
@@ -27,3 +35,9 @@ def get_config(arg=None):
     c.log_every = 200
     c.checkpoint_every = 2000
     return c
+
+
+def get_sweep(arg=None):
+    args = parse_arg(arg)
+    return product(sweep('model.latents', [2, 5, 10, 20, 50]),
+                   sweep('seed', range(int(args.get('seeds', 3)))))
