@@ -12,6 +12,7 @@ Arguments: `quick` (600 steps; C reaches its maximum at step 400), `c_max=C`, `g
 """
 
 from vae_jax.configs import dsprites_config, parse_arg
+from vae_jax.sweep import product, sweep
 
 
 def get_config(arg=None):
@@ -22,3 +23,12 @@ def get_config(arg=None):
     c.objective.capacity_max = float(args.get('c_max', 25.0))
     c.objective.capacity_steps = 400 if args.get('quick') else 100_000
     return c
+
+
+def get_sweep(arg=None):
+    """disentanglement_lib's AnnealedVAE study: C_max ∈ {5, 10, 25, 50, 75, 100} nats × `seeds=N` seeds (default 5).
+
+        python launch.py --config=experiments/annealed_vae.py --sweep --workdir=runs/annealed_vae_sweep
+    """
+    seeds = int(parse_arg(arg).get('seeds', 5))
+    return product(sweep('objective.capacity_max', [5.0, 10.0, 25.0, 50.0, 75.0, 100.0]), sweep('seed', list(range(seeds))))

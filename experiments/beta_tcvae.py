@@ -10,6 +10,7 @@ Arguments: `quick`, `beta=B` (default 6), `steps=N`.
 """
 
 from vae_jax.configs import dsprites_config, parse_arg
+from vae_jax.sweep import product, sweep
 
 
 def get_config(arg=None):
@@ -18,3 +19,12 @@ def get_config(arg=None):
     c.objective.name = 'beta_tcvae'
     c.objective.beta = float(args.get('beta', 6.0))
     return c
+
+
+def get_sweep(arg=None):
+    """disentanglement_lib's β-TCVAE study: β ∈ {1, 2, 4, 6, 8, 10} × `seeds=N` seeds (default 5).
+
+        python launch.py --config=experiments/beta_tcvae.py --sweep --workdir=runs/beta_tcvae_sweep
+    """
+    seeds = int(parse_arg(arg).get('seeds', 5))
+    return product(sweep('objective.beta', [1.0, 2.0, 4.0, 6.0, 8.0, 10.0]), sweep('seed', list(range(seeds))))

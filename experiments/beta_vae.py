@@ -11,7 +11,8 @@ computed on the posterior means and written to results/ and TensorBoard.
     python launch.py --config=experiments/beta_vae.py --config.objective.beta=8 --workdir=...
 
 Arguments (comma separated): `quick` (600 steps, Adam 5e-4, metrics on a tenth of the
-protocol's sample sizes), `beta=B` (default 4), `steps=N`.
+protocol's sample sizes), `beta=B` (default 4), `steps=N`; for the sweep `betas=B1/B2/...`
+and `seeds=N`.
 
 Runtime: the full 300k steps take about 11 hours on a 2-core CPU (7.5 steps/s measured by
 benchmarks/train_speed.py). See the README's "Disentanglement" section for the measured quick
@@ -19,6 +20,7 @@ runs and the β comparison.
 """
 
 from vae_jax.configs import dsprites_config, parse_arg
+from vae_jax.sweep import product, sweep
 
 
 def get_config(arg=None):
@@ -26,3 +28,17 @@ def get_config(arg=None):
     c = dsprites_config(args)
     c.objective.beta = float(args.get('beta', 4.0))
     return c
+
+
+def get_sweep(arg=None):
+    """disentanglement_lib's β-VAE study: β ∈ {1, 2, 4, 6, 8, 16} (or `betas=1/4/16`) × `seeds=N`
+    seeds (default 5). The β comparison of the README:
+
+        python launch.py --config=experiments/beta_vae.py:quick,betas=1/4/16,seeds=1 --sweep \
+            --workdir=runs/beta_quick_sweep
+        python -m vae_jax.sweep summarize runs/beta_quick_sweep
+    """
+    args = parse_arg(arg)
+    betas = [float(b) for b in str(args.get('betas', '1/2/4/6/8/16')).split('/')]
+    seeds = int(args.get('seeds', 5))
+    return product(sweep('objective.beta', betas), sweep('seed', list(range(seeds))))

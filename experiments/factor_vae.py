@@ -12,6 +12,7 @@ Arguments: `quick`, `gamma=G` (default 10, disentanglement_lib's sweep is 10..10
 """
 
 from vae_jax.configs import dsprites_config, parse_arg
+from vae_jax.sweep import product, sweep
 
 
 def get_config(arg=None):
@@ -20,3 +21,12 @@ def get_config(arg=None):
     c.objective.name = 'factor_vae'
     c.objective.gamma = float(args.get('gamma', 10.0))
     return c
+
+
+def get_sweep(arg=None):
+    """disentanglement_lib's FactorVAE study: γ ∈ {10, 20, 30, 40, 50, 100} × `seeds=N` seeds (default 5).
+
+        python launch.py --config=experiments/factor_vae.py --sweep --workdir=runs/factor_vae_sweep
+    """
+    seeds = int(parse_arg(arg).get('seeds', 5))
+    return product(sweep('objective.gamma', [10.0, 20.0, 30.0, 40.0, 50.0, 100.0]), sweep('seed', list(range(seeds))))
