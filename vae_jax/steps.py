@@ -7,6 +7,7 @@ same numbers on 1, 2 or 8 devices, and a resumed run redraws exactly what it wou
 """
 
 import functools
+import types
 from typing import Any, Mapping, Optional, Sequence
 
 import jax
@@ -124,7 +125,22 @@ def _with(loss_and_metrics, **extra):
     return loss, dict(metrics, **extra)
 
 
-def train_step(state: TrainState, batch: Mapping[str, jax.Array], train_key: jax.Array, *,
+# Scalar hyperparameters a vmapped sweep may pass to `train_step` as arrays (`hparams`).
+HPARAMS = ('objective.beta', 'objective.gamma', 'objective.capacity_max', 'objective.lambda_od',
+           'objective.lambda_d', 'optim.learning_rate')
+
+
+def with_hparams(objective, hparams: Optional[Mapping[str, jax.Array]]):
+    """`objective` with its fields named in `hparams` ('objective.beta': []) replaced."""
+    values = {k.split('.', 1)[1]: v for k, v in (hparams or {}).items()
+              if k.startswith('objective.')}
+    if not values:
+        return objective
+    return types.SimpleNamespace(**dict(objective.items(), **values))
+
+
+def train_step(state: TrainState, batch: Mapping[str, jax.Array], train_key: jax.Array,
+               hparams: Optional[Mapping[str, jax.Array]] = None, *,
                model: VAE, objective, model_config, binarize: str,
                axis_name: str | None = AXIS) -> tuple[TrainState, Mapping[str, jax.Array]]:
     """One optimizer step on this device's share of the global batch.
@@ -133,12 +149,17 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], train_key: jax
       state: TrainState (replicated across devices).
       batch: {'image': [b, ...], 'label': [b], 'index': [b]} for this device.
       train_key: the run's training key (same on every device).
+      hparams: optional {name in HPARAMS: [] value} overriding the config's scalars, so that a
+        vmapped sweep can give each point its own. With 'optim.learning_rate', the state's
+        optimizer must have been built with learning rate 1: every optimizer and schedule of
+        `make_optimizer` is linear in the learning rate, so the update is scaled by it.
       model, objective, model_config, binarize: bound with functools.partial.
       axis_name: the device axis; gradients and metrics are `lax.pmean`-ed over it.
 
     Returns:
       (new state, metrics averaged over the global batch).
     """
+    objective = with_hparams(objective, hparams)
     step_key = jax.random.fold_in(train_key, state.step)
     keys = example_keys(step_key, batch['index'])
     x, y = prepare_inputs(batch, keys, binarize)
@@ -162,6 +183,11 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], train_key: jax
         grads = jax.lax.pmean(grads, axis_name)
         metrics = jax.lax.pmean(metrics, axis_name)
     metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+    if hparams and 'optim.learning_rate' in hparams:
+        updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+        updates = jax.tree.map(lambda u: hparams['optim.learning_rate'] * u, updates)
+        return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                             opt_state=opt_state), metrics
     return state.apply_gradients(grads=grads), metrics
 
 

@@ -170,7 +170,7 @@ def run_point(point: Point, config, workdir: Path, train_fn: Callable) -> Outcom
 def run_sweep(config, points: Sequence[Point], root: str | os.PathLike, *,
               only: int | None = None, config_spec: str | None = None,
               command_line: Mapping[str, Any] | None = None,
-              train_fn: Callable | None = None) -> list[Outcome]:
+              train_fn: Callable | None = None, vmap: bool = False) -> list[Outcome]:
     """Trains every point of the sweep (or only point `only`) under `root`, in order.
 
     Args:
@@ -181,6 +181,8 @@ def run_sweep(config, points: Sequence[Point], root: str | os.PathLike, *,
       config_spec, command_line: recorded in root/sweep.json ('experiments/vae.py:quick' and
         the --config.* overrides); command-line overrides of swept fields are refused.
       train_fn: `train_and_evaluate(config, workdir)` by default.
+      vmap: train the selected points as one vmapped program (`sweep.vmapped`); they may
+        differ only in scalar hyperparameters and seeds.
 
     Returns:
       One Outcome per point run. Raises UserError (before writing anything) for a bad index,
@@ -201,6 +203,10 @@ def run_sweep(config, points: Sequence[Point], root: str | os.PathLike, *,
             'base': {k: _get(config, k) for k in swept},  # where a point does not set k
             'points': [dataclasses.asdict(p) for p in points]})
     selected = [only] if only is not None else range(len(points))
+    if vmap and len(selected) > 1:
+        from vae_jax.sweep import vmapped
+        return vmapped.run_group([points[i] for i in selected], [configs[i] for i in selected],
+                                 root)
     outcomes = []
     for n, i in enumerate(selected):
         logging.info('sweep point %d of %d to run here: %s', n + 1, len(selected), points[i].name)
