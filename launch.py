@@ -5,6 +5,7 @@
     python launch.py --mode=eval --workdir=runs/vae [--iwae_samples=5000] [--eval_examples=N]
     python launch.py --config=experiments/toy2d.py --sweep --workdir=runs/sweep
     python launch.py --config=experiments/toy2d.py --sweep_index=3 --workdir=runs/sweep
+    python launch.py --config=experiments/toy2d.py --sweep --sweep_vmap --workdir=runs/sweep
 
 `--mode=eval` reads the run's own config.json and latest checkpoint (the run may still be
 training) and writes results/eval_<step>.json, images and TensorBoard summaries.
@@ -38,6 +39,9 @@ _EVAL_EXAMPLES = flags.DEFINE_integer('eval_examples', None,
                                       'eval: use only the first N test examples.')
 _SWEEP = flags.DEFINE_bool('sweep', False, "Train every point of the config file's "
                            'get_sweep(), each in <workdir>/<point name>.')
+_SWEEP_VMAP = flags.DEFINE_bool('sweep_vmap', False, 'With --sweep: train the points as one '
+                                'vmapped program (they may differ only in scalar '
+                                'hyperparameters and seeds).')
 _SWEEP_INDEX = flags.DEFINE_integer('sweep_index', None, 'Train only point i of the sweep '
                                     '(implies --sweep): one job-array worker.', lower_bound=0)
 flags.mark_flags_as_required(['workdir'])
@@ -75,6 +79,8 @@ def main(argv):
     logging.set_verbosity(logging.INFO)
     logging.get_absl_logger().addFilter(_quiet_libraries)
     sweeping = _SWEEP.value or _SWEEP_INDEX.value is not None
+    if _SWEEP_VMAP.value and not sweeping:
+        _fail('--sweep_vmap needs --sweep')
     try:
         if _MODE.value == 'eval' and sweeping:
             raise UserError('--sweep trains; evaluate one point with --mode=eval '
@@ -98,7 +104,8 @@ def _sweep() -> int:
     spec = config_flags.get_config_filename(flags.FLAGS['config'])
     outcomes = sweep.run_sweep(
         config, sweep.load_sweep(spec), _WORKDIR.value, only=_SWEEP_INDEX.value,
-        config_spec=spec, command_line=config_flags.get_override_values(flags.FLAGS['config']))
+        config_spec=spec, command_line=config_flags.get_override_values(flags.FLAGS['config']),
+        vmap=_SWEEP_VMAP.value)
     print(sweep.format_outcomes(outcomes, _WORKDIR.value), flush=True)
     return int(any(o.status == 'failed' for o in outcomes))
 
