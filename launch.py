@@ -25,6 +25,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from vae_jax import distributed
 from vae_jax.errors import UserError
 from vae_jax.train import train_and_evaluate
 
@@ -44,6 +45,10 @@ _SWEEP_VMAP = flags.DEFINE_bool('sweep_vmap', False, 'With --sweep: train the po
                                 'hyperparameters and seeds).')
 _SWEEP_INDEX = flags.DEFINE_integer('sweep_index', None, 'Train only point i of the sweep '
                                     '(implies --sweep): one job-array worker.', lower_bound=0)
+_DISTRIBUTED = flags.DEFINE_enum(
+    'distributed', 'auto', ['auto', 'on', 'off'], 'jax.distributed.initialize(): auto = when '
+    'the environment is a multi-process job (JAX_COORDINATOR_ADDRESS, a Cloud TPU VM, Slurm or '
+    'Open MPI with several tasks); see vae_jax/distributed.py.')
 flags.mark_flags_as_required(['workdir'])
 
 
@@ -82,10 +87,12 @@ def main(argv):
     if _SWEEP_VMAP.value and not sweeping:
         _fail('--sweep_vmap needs --sweep')
     try:
+        distributed.maybe_initialize(_DISTRIBUTED.value)  # before anything starts JAX
         if _MODE.value == 'eval' and sweeping:
             raise UserError('--sweep trains; evaluate one point with --mode=eval '
                             '--workdir=<sweep workdir>/<point name>')
         if _MODE.value == 'eval':
+            distributed.require_single_process('--mode=eval')  # its bound is not sharded
             from vae_jax.evaluate.report import evaluate_run  # only eval mode needs it
             evaluate_run(_WORKDIR.value, iwae_samples=_IWAE_SAMPLES.value,
                          max_examples=_EVAL_EXAMPLES.value)

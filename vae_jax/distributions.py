@@ -9,8 +9,11 @@ Shapes: `z` is the latent size, `...` any event shape (e.g. [28, 28, 1]).
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-_LOG_2PI = jnp.log(2.0 * jnp.pi)
+# numpy, not jnp: importing vae_jax must not start a JAX backend (jax.distributed.initialize()
+# has to come first in a multi-process job).
+_LOG_2PI = np.float32(np.log(2.0 * np.pi))
 
 
 def reparameterize(key: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:

@@ -17,6 +17,7 @@ import optax
 from flax.training import train_state
 
 from vae_jax import objectives, regularizers
+from vae_jax.distributed import pmap_devices
 from vae_jax.models import VAE, Discriminator
 
 AXIS = 'batch'
@@ -246,6 +247,7 @@ def pmapped_steps(model: VAE, config, devices: Sequence[jax.Device], step_fn=tra
     The state (argument 0) is donated: XLA reuses its buffers for the new state.
     """
     common = dict(model=model, model_config=config.model, binarize=config.data.binarize)
+    devices = pmap_devices(devices)  # with several processes: all of theirs, for global pmeans
     p_train = jax.pmap(
         functools.partial(step_fn, objective=config.objective, **common),
         axis_name=AXIS, in_axes=(0, 0, None), donate_argnums=(0,), devices=devices)

@@ -6,7 +6,8 @@ Layout of a workdir:
     events.out.tfevents.*  the same scalars (and image grids) for TensorBoard
     checkpoints/<step>/    orbax checkpoints, the last `keep_checkpoints` kept
     images/                PNG grids written at each eval
-Only process 0 writes metrics, images and the config; orbax coordinates checkpoint writes.
+Only process 0 writes metrics, images and the config; every process calls the checkpoint manager
+(orbax synchronizes them) and process 0 writes the checkpoint's arrays.
 """
 
 import json
@@ -19,6 +20,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from PIL import Image
 
+from vae_jax import distributed
 from vae_jax.errors import UserError
 
 
@@ -55,9 +57,16 @@ def save_config(workdir: Path, config) -> None:
 
 
 class Checkpoints:
-    """orbax CheckpointManager over `workdir/checkpoints`, keeping the last `keep` steps."""
+    """orbax CheckpointManager over `workdir/checkpoints`, keeping the last `keep` steps.
+
+    With several processes, every process must create it and call `save` with the same steps
+    (orbax synchronizes them), on a workdir they all share (checked here); process 0 alone writes
+    the arrays, which are host-local copies (numpy) of a state that is the same everywhere.
+    """
 
     def __init__(self, workdir: Path, keep: int, read_only: bool = False):
+        if not read_only:
+            distributed.check_shared_dir(workdir)
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
                                                read_only=read_only)
         self.manager = ocp.CheckpointManager(workdir / 'checkpoints', options=options)
@@ -68,11 +77,15 @@ class Checkpoints:
     def restore(self, target: Any, step: int | None = None) -> Any:
         """Restores into the structure (and dtypes) of `target`; latest step by default."""
         step = self.manager.latest_step() if step is None else step
+        if jax.process_count() > 1:  # every process reads the whole (small) state as numpy
+            target = jax.device_get(target)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
     def save(self, step: int, state: Any) -> None:
-        self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
+        # orbax refuses host-local jax.Arrays (one device's copy) when there are several
+        # processes; numpy arrays it treats as replicated and writes from process 0 only.
+        self.manager.save(step, args=ocp.args.StandardSave(jax.device_get(state)), force=True)
 
     def close(self) -> None:
         self.manager.wait_until_finished()
