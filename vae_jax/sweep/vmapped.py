@@ -26,6 +26,7 @@ from absl import logging
 from vae_jax import configs as configs_lib, workdir as workdir_lib
 from vae_jax.data import pipeline
 from vae_jax.data.registry import make_sources
+from vae_jax.distributed import pmap_devices
 from vae_jax.errors import UserError
 from vae_jax.models import build_model
 from vae_jax.run import save_run_info
@@ -87,6 +88,7 @@ def _stack_batches(batches: Sequence[dict]) -> dict:
 def group_steps(model, config, devices):
     """(p_train, p_eval): the pmapped steps with every argument vmapped over the points."""
     common = dict(model=model, model_config=config.model, binarize=config.data.binarize)
+    devices = pmap_devices(devices)  # with several processes: all of theirs, for global pmeans
     step = jax.vmap(functools.partial(train_step, objective=config.objective, **common))
     p_train = jax.pmap(step, axis_name=AXIS, in_axes=(0, 0, None, None), donate_argnums=(0,),
                        devices=devices)
