@@ -118,8 +118,9 @@ def test_workdirs_that_are_not_shared_are_refused_on_every_process(tmp_path):
 @pytest.mark.parametrize('environ, on_tpu_vm, wanted', [
     ({}, False, False),
     ({'JAX_COORDINATOR_ADDRESS': '10.0.0.1:1234'}, False, True),
-    ({'SLURM_NTASKS': '1', 'SLURM_PROCID': '0'}, False, False),  # a job-array task
-    ({'SLURM_NTASKS': '4', 'SLURM_PROCID': '2'}, False, True),
+    ({'SLURM_STEP_NUM_TASKS': '1', 'SLURM_PROCID': '0'}, False, False),  # a job-array task
+    ({'SLURM_NTASKS': '4'}, False, False),  # a batch script, outside its srun steps
+    ({'SLURM_STEP_NUM_TASKS': '4', 'SLURM_NTASKS': '4', 'SLURM_PROCID': '2'}, False, True),
     ({'OMPI_COMM_WORLD_SIZE': '1'}, False, False),
     ({'OMPI_COMM_WORLD_SIZE': '8'}, False, True),
     ({}, True, True),

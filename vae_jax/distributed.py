@@ -7,9 +7,9 @@
   itself does not read from the environment; on a cluster JAX detects they may be left out);
 - a Cloud TPU VM, unless JAX_PLATFORMS excludes 'tpu' (JAX detects the slice's workers from
   the VM metadata; a one-worker slice becomes a one-process job, which is harmless);
-- a Slurm step with several tasks, or an Open MPI job with several ranks (JAX reads their
-  variables). A Slurm job array of one-task jobs (`--sweep_index=$SLURM_ARRAY_TASK_ID`) stays
-  single-process.
+- a Slurm step (`srun`) with several tasks, or an Open MPI job with several ranks (JAX reads
+  their variables). A Slurm job array of one-task jobs (`--sweep_index=$SLURM_ARRAY_TASK_ID`)
+  stays single-process.
 
 What this codebase does across processes: every process runs the same program on its own data
 shard (`data.pipeline`: process p reads rows p*B/P ... (p+1)*B/P - 1 of each global batch of B);
@@ -57,7 +57,9 @@ def requested(environ=os.environ, on_tpu_vm: bool | None = None) -> str | None:
     """Why this process belongs to a multi-process job, or None when it runs alone."""
     if environ.get('JAX_COORDINATOR_ADDRESS'):
         return f'JAX_COORDINATOR_ADDRESS={environ["JAX_COORDINATOR_ADDRESS"]}'
-    if (_int_env(environ, 'SLURM_STEP_NUM_TASKS') or _int_env(environ, 'SLURM_NTASKS') or 1) > 1:
+    # The step's task count, set by srun: a batch script's own SLURM_NTASKS counts tasks that
+    # only its srun steps start.
+    if (_int_env(environ, 'SLURM_STEP_NUM_TASKS') or 1) > 1:
         return 'a Slurm step with several tasks'
     if (_int_env(environ, 'OMPI_COMM_WORLD_SIZE') or 1) > 1:
         return 'an Open MPI job with several ranks'
