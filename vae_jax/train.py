@@ -173,7 +173,9 @@ def train_and_evaluate(config, workdir: str, devices=None) -> TrainState:
             if do_ckpt:
                 ckpt.save(step, unreplicate(rstate))
                 last_ckpt = step
-        if wanted_metrics(config, train_source) and workdir_lib.is_writer():
+        if wanted_metrics(config, train_source):
+            # Every process computes them (deterministic, the same everywhere) and process 0
+            # writes: no process idles at JAX's shutdown barrier while process 0 works.
             from vae_jax.evaluate import factor_report  # scikit-learn: only when needed
             if not factor_report.has_results(path, total):
                 factor_report.evaluate_and_write(model, unreplicate(rstate).params, config,

@@ -172,7 +172,7 @@ def train_group(configs: Sequence, workdirs: Sequence, devices=None) -> list[str
                         ck.save(step, unstack(state, p))
         state = unreplicate(rstate)
         for p, (c, (train_p, eval_p)) in enumerate(zip(configs, sources)):
-            if errors[p] is None and wanted_metrics(c, train_p) and workdir_lib.is_writer():
+            if errors[p] is None and wanted_metrics(c, train_p):  # every process, as in train
                 from vae_jax.evaluate import factor_report
                 if not factor_report.has_results(paths[p], total):
                     factor_report.evaluate_and_write(model, unstack(state, p).params, c, train_p,
