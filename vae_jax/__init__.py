@@ -13,6 +13,8 @@ from vae_jax.models import (VAE, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncode
                             build_model)
 from vae_jax.objectives import (beta_schedule, elbo_terms, free_bits_kl, likelihood_mean,
                                 log_likelihood, negative_elbo, vae_loss)
+from vae_jax.regularizers import (beta_tcvae_loss, capacity_loss, dip_covariance, dip_vae_loss,
+                                  factor_vae_loss, permute_dims, total_correlation)
 from vae_jax.run import Run, load_run
 from vae_jax.steps import (TrainState, create_train_state, eval_step, make_optimizer,
                            pmapped_steps, train_step)
@@ -26,4 +28,6 @@ __all__ = [
     'load_run',
     'log_likelihood', 'make_optimizer', 'negative_elbo', 'pmapped_steps', 'reparameterize',
     'standard_normal_log_prob', 'train_and_evaluate', 'train_step', 'vae_loss',
+    'beta_tcvae_loss', 'capacity_loss', 'dip_covariance', 'dip_vae_loss', 'factor_vae_loss',
+    'permute_dims', 'total_correlation',
 ]
