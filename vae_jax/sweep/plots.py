@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from vae_jax.sweep.define import format_value, short_labels
-from vae_jax.sweep.summary import Row, is_seed, mean_std, metric_names, swept_keys
+from vae_jax.sweep.summary import Row, is_seed, mean_std, shown_metrics, swept_keys
 
 
 def _numeric(values) -> bool:
@@ -58,7 +58,7 @@ def plot_metrics(rows: Sequence[Row], out_dir: Path) -> list[Path]:
         lines.setdefault(tuple(r.values.get(k) for k in line_keys), []).append(r)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for metric in metric_names(done):
+    for metric in shown_metrics(rows):
         if not any(math.isfinite(r.metrics.get(metric, math.nan)) for r in done):
             continue
         fig = Figure(figsize=(5.5, 4), dpi=100)

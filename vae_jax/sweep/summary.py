@@ -128,6 +128,19 @@ def metric_names(rows: Sequence[Row]) -> list[str]:
     return list(dict.fromkeys(k for r in rows for k in r.metrics))
 
 
+def shown_metrics(rows: Sequence[Row]) -> list[str]:
+    """The metrics worth a table column or a plot: those that differ between finished points.
+
+    Constants (sample sizes, thresholds, latent counts) and timings stay in summary.csv and
+    the per-point table only.
+    """
+    names = [m for m in metric_names(rows) if not m.endswith('wall_time_s')]
+    done = [r for r in rows if r.status == 'done']
+    if len(done) < 2:
+        return names
+    return [m for m in names if len({repr(r.metrics.get(m)) for r in done}) > 1]
+
+
 def seed_groups(rows: Sequence[Row]) -> dict[tuple, list[Row]]:
     """Rows by their non-seed values (in sweep order), finished points only."""
     keys = [k for k in swept_keys(rows) if not is_seed(k)]
@@ -181,7 +194,7 @@ def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
 def seed_table(rows: Sequence[Row]) -> list[str]:
     """Markdown lines: one row per non-seed setting, mean ± std over its finished seeds."""
     keys = [k for k in swept_keys(rows) if not is_seed(k)]
-    metrics = metric_names(rows)
+    metrics = shown_metrics(rows)
     body = []
     for setting, group in seed_groups(rows).items():
         values = dict(setting)
