@@ -3,12 +3,15 @@
     python launch.py --config=experiments/beta_vae.py:quick --workdir=runs/beta_quick
     python launch.py --config=experiments/vae.py --config.objective.beta=2 --workdir=runs/vae
     python launch.py --mode=eval --workdir=runs/vae [--iwae_samples=5000] [--eval_examples=N]
+    python launch.py --mode=metrics --workdir=runs/beta_quick
     python launch.py --config=experiments/toy2d.py --sweep --workdir=runs/sweep
     python launch.py --config=experiments/toy2d.py --sweep_index=3 --workdir=runs/sweep
     python launch.py --config=experiments/toy2d.py --sweep --sweep_vmap --workdir=runs/sweep
 
 `--mode=eval` reads the run's own config.json and latest checkpoint (the run may still be
 training) and writes results/eval_<step>.json, images and TensorBoard summaries.
+`--mode=metrics` computes only the disentanglement metrics (datasets with ground-truth factors)
+and adds them to results/eval_<step>.json.
 
 `--sweep` trains every point of the config file's get_sweep() in <workdir>/<point name>,
 skipping finished points and going on past failed ones (exit status 1 if any failed);
@@ -32,8 +35,9 @@ from vae_jax.train import train_and_evaluate
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics, images.')
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval'],
-                          'train (resuming if the workdir has a checkpoint) or eval a run.')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'metrics'],
+                          'train (resuming if the workdir has a checkpoint), eval a run, or '
+                          'compute its disentanglement metrics only.')
 _IWAE_SAMPLES = flags.DEFINE_integer('iwae_samples', None,
                                      'eval: k of the IWAE bound (default: the config\'s).')
 _EVAL_EXAMPLES = flags.DEFINE_integer('eval_examples', None,
@@ -88,7 +92,7 @@ def main(argv):
         _fail('--sweep_vmap needs --sweep')
     try:
         distributed.maybe_initialize(_DISTRIBUTED.value)  # before anything starts JAX
-        if _MODE.value == 'eval' and sweeping:
+        if _MODE.value != 'train' and sweeping:
             raise UserError('--sweep trains; evaluate one point with --mode=eval '
                             '--workdir=<sweep workdir>/<point name>')
         if _MODE.value == 'eval':
@@ -96,6 +100,10 @@ def main(argv):
             from vae_jax.evaluate.report import evaluate_run  # only eval mode needs it
             evaluate_run(_WORKDIR.value, iwae_samples=_IWAE_SAMPLES.value,
                          max_examples=_EVAL_EXAMPLES.value)
+        elif _MODE.value == 'metrics':
+            distributed.require_single_process('--mode=metrics')
+            from vae_jax.evaluate.factor_report import evaluate_workdir
+            evaluate_workdir(_WORKDIR.value)
         elif sweeping:
             sys.exit(_sweep())
         else:

@@ -3,8 +3,10 @@
 import json
 
 import numpy as np
+import pytest
 
 from vae_jax import base_config, train
+from vae_jax.errors import UserError
 from vae_jax.evaluate import factor_report
 
 
@@ -45,6 +47,12 @@ def test_finished_run_has_metrics_in_results_json_and_tensorboard(tmp_path):
     train.train_and_evaluate(config, tmp_path)
     assert path.stat().st_mtime_ns == before
 
+    # --mode=metrics recomputes them on demand: the same scores (seeded), other results kept.
+    path.write_text(json.dumps({'step': 6, 'likelihood': {'nll': 1.0}}))
+    again = factor_report.evaluate_workdir(tmp_path)
+    assert factor_report.flat_scores(again['disentanglement']) == scores
+    assert json.loads(path.read_text())['likelihood'] == {'nll': 1.0}
+
 
 def test_runs_without_factors_get_no_metrics(tmp_path):
     config = tiny_dsprites_config()
@@ -52,3 +60,5 @@ def test_runs_without_factors_get_no_metrics(tmp_path):
     config.data.toy_examples = 500
     train.train_and_evaluate(config, tmp_path)
     assert not (tmp_path / 'results').exists()
+    with pytest.raises(UserError, match='no ground-truth factors'):
+        factor_report.evaluate_workdir(tmp_path)

@@ -19,7 +19,7 @@ from absl import logging
 from vae_jax import objectives
 from vae_jax.data.ground_truth import as_ground_truth
 from vae_jax.evaluate import latents, pictures
-from vae_jax.evaluate.disentanglement import compute_metrics
+from vae_jax.evaluate.disentanglement import METRIC_NAMES, compute_metrics
 
 CHUNK = 500  # examples encoded per call; every call is padded to it, so encode compiles once
 
@@ -102,6 +102,8 @@ def evaluate_and_write(model, params, config, train_source, eval_source, workdir
     if writer.enabled:
         path = results_path(workdir, step)
         path.parent.mkdir(exist_ok=True)
+        if path.is_file():  # e.g. written by --mode=eval: keep its other results
+            results = dict(json.loads(path.read_text()), **results)
         path.write_text(json.dumps(results, indent=2) + '\n')
         writer.scalars(step, 'disentanglement', flat_scores(results['disentanglement']),
                        jsonl=False)
@@ -114,6 +116,28 @@ def evaluate_and_write(model, params, config, train_source, eval_source, workdir
 # Sample sizes and timings: recorded in the results JSON, not plotted or logged as scores.
 _NOT_SCORES = ('num_train', 'num_eval', 'num_test', 'num_bins', 'batch_size',
                'num_variance_estimate', 'wall_time_s')
+
+
+def evaluate_workdir(workdir, step: Optional[int] = None) -> dict[str, Any]:
+    """The metrics of the run in `workdir` (latest checkpoint, or `step`), written as at the
+    end of training: `python launch.py --mode=metrics --workdir=...`."""
+    from vae_jax.data.registry import make_sources
+    from vae_jax.errors import UserError
+    from vae_jax.run import load_run
+    from vae_jax.workdir import MetricWriter
+    run = load_run(workdir, step)
+    train_source, eval_source = make_sources(run.config.data, run.config.seed)
+    if as_ground_truth(train_source) is None:
+        raise UserError(f'{run.config.data.name} has no ground-truth factors; disentanglement '
+                        f'metrics need a dataset such as dsprites')
+    if not run.config.disentanglement.metrics:
+        run.config.disentanglement.metrics = METRIC_NAMES
+    writer = MetricWriter(run.workdir, start_step=None)
+    try:
+        return evaluate_and_write(run.model, run.params, run.config, train_source, eval_source,
+                                  run.workdir, run.step, writer)
+    finally:
+        writer.close()
 
 
 def flat_scores(metrics: dict) -> dict[str, float]:
