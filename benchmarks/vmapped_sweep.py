@@ -6,7 +6,7 @@ own step) and vmapped (one program). Both write checkpoints, metrics and evals a
 Reported: wall time of each (compiles, data, evals and checkpoints included), point-steps per
 second, and their ratio.
 
-    python benchmarks/vmapped_sweep.py [--steps 400] [--configs toy2d,mnist_mlp]
+    python benchmarks/vmapped_sweep.py [--steps 1000] [--configs toy2d,mnist_mlp]
 
 Needs the TFDS data_dir for mnist ($TFDS_DATA_DIR or ../shared/data/tfds).
 """
@@ -69,7 +69,7 @@ def timed_sweep(config, root, vmap):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--steps', type=int, default=400)
+    parser.add_argument('--steps', type=int, default=1000)
     parser.add_argument('--configs', default='toy2d,mnist_mlp')
     args = parser.parse_args()
     logging.set_verbosity(logging.WARNING)

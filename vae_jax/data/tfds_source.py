@@ -76,6 +76,25 @@ def _open(name, split, data_dir):
     return builder, source
 
 
+_CACHES: dict = {}
+_CACHES_LOCK = threading.Lock()
+
+
+def _shared_cache(name, split, data_dir, num_examples, example_shape):
+    """(images uint8 [n, ...], labels int32 [n], filled bool [n], lock) of one split, shared.
+
+    The lock is held while examples are decoded into the arrays: the prefetch thread and the
+    main thread (eval) may read the same split.
+    """
+    key = (name, split, data_dir)
+    with _CACHES_LOCK:
+        if key not in _CACHES:
+            _CACHES[key] = (np.zeros((num_examples, *example_shape), np.uint8),
+                            np.zeros((num_examples,), np.int32),
+                            np.zeros((num_examples,), bool), threading.Lock())
+        return _CACHES[key]
+
+
 class TfdsSource:
     """A TFDS image split as a `Source`, decoding each example once and caching it.
 
@@ -103,11 +122,10 @@ class TfdsSource:
         self.num_classes = features['label'].num_classes if 'label' in features else 0
         self._has_labels = 'label' in features
         self._pixel_max = np.float32(_PIXEL_MAX[name])
-        self._images = np.zeros((self.num_examples, *self.example_shape), np.uint8)
-        self._labels = np.zeros((self.num_examples,), np.int32)
-        self._filled = np.zeros((self.num_examples,), bool)
-        # The prefetch thread and the main thread (eval) may read the same source.
-        self._lock = threading.Lock()
+        # Every source of the same split shares one decoded cache (the runs of a sweep, a run
+        # and its evaluation), so each example is decoded once per process.
+        self._images, self._labels, self._filled, self._lock = _shared_cache(
+            name, split, str(self.data_dir), self.num_examples, self.example_shape)
 
     def __repr__(self):
         return f'TfdsSource({self.name!r}, {self.split!r}, data_dir={self.data_dir!r})'
