@@ -20,6 +20,7 @@ from vae_jax import objectives
 from vae_jax.data.ground_truth import as_ground_truth
 from vae_jax.evaluate import latents, pictures
 from vae_jax.evaluate.disentanglement import METRIC_NAMES, compute_metrics
+from vae_jax.results import flat_scalars
 
 CHUNK = 500  # examples encoded per call; every call is padded to it, so encode compiles once
 
@@ -142,10 +143,8 @@ def evaluate_workdir(workdir, step: Optional[int] = None) -> dict[str, Any]:
 
 def flat_scores(metrics: dict) -> dict[str, float]:
     """{'mig': {'mig': 0.1, 'num_train': 10000}} -> {'mig/mig': 0.1}: the scalar scores only."""
-    return {f'{name}/{k}': float(v) for name, scores in metrics.items()
-            if isinstance(scores, dict)
-            for k, v in scores.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in _NOT_SCORES}
+    return {k: v for k, v in flat_scalars(metrics).items()
+            if k.rsplit('/', 1)[-1] not in _NOT_SCORES}
 
 
 def log_scores(metrics: dict) -> None:

@@ -21,6 +21,7 @@ from vae_jax.errors import UserError
 from vae_jax.evaluate import downstream, images, latents, likelihood, pictures
 from vae_jax.run import Run, load_run
 from vae_jax.train import EVAL, SAMPLE, run_keys, wanted_metrics
+from vae_jax.results import flat_scalars
 from vae_jax.workdir import MetricWriter
 
 # The out-of-distribution test set for each in-distribution dataset (same 28x28x1 shape).
@@ -188,7 +189,7 @@ def evaluate_run(workdir: str | Path, *, iwae_samples: Optional[int] = None,
     path.write_text(json.dumps(results, indent=2) + '\n')
     writer = MetricWriter(run.workdir, start_step=None)
     try:
-        writer.scalars(run.step, 'report', _flat_scalars(results), jsonl=False)
+        writer.scalars(run.step, 'report', flat_scalars(results), jsonl=False)
         for name, picture in picture_set(run, test_source,
                                          np.asarray(results['latents']['kl_per_dim']),
                                          keys[SAMPLE]).items():
@@ -200,17 +201,3 @@ def evaluate_run(workdir: str | Path, *, iwae_samples: Optional[int] = None,
         writer.close()
     logging.info('wrote %s', path)
     return results
-
-
-def _flat_scalars(results: dict) -> dict[str, float]:
-    """The scalar leaves of `results` as 'a/b' names (lists and strings are left out)."""
-    flat = {}
-
-    def walk(prefix, value):
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(f'{prefix}/{k}' if prefix else k, v)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            flat[prefix] = float(value)
-    walk('', {k: v for k, v in results.items() if k not in ('step', 'workdir')})
-    return flat

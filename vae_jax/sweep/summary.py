@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from vae_jax.errors import UserError
+from vae_jax.results import flat_scalars
 from vae_jax.sweep.define import format_value
 
 
@@ -37,20 +38,6 @@ def last_eval(workdir: Path) -> dict | None:
         if record.get('split') == 'eval':
             last = record
     return last
-
-
-def flat_scalars(results: dict) -> dict[str, float]:
-    """The numeric leaves of `results` as 'a/b' names (lists, strings, booleans left out)."""
-    flat = {}
-
-    def walk(prefix, value):
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(f'{prefix}/{k}' if prefix else k, v)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            flat[prefix] = float(value)
-    walk('', {k: v for k, v in results.items() if k not in ('step', 'workdir')})
-    return flat
 
 
 def latest_results(workdir: Path) -> dict[str, float]:
