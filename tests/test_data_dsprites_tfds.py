@@ -159,3 +159,21 @@ def test_not_prepared_is_one_user_error_naming_the_build_command(tmp_path):
     assert "'dsprites'" in msg and str(tmp_path) in msg and '\n' not in msg
     assert f'tfds build dsprites --data_dir={tmp_path} --file_format=array_record' in msg
     assert list(tmp_path.iterdir()) == []  # Nothing downloaded or created.
+
+
+def test_tfds_mock_data_matches_the_spec_the_reader_expects(tmp_path):
+    """Under `tfds.testing.mock_data` (TFDS's own random dsprites examples, no files, no network):
+    the builder's features pass `_check_features`, and `tfds.data_source` examples carry the
+    label fields, ranges and image shape that `DSpritesTfdsSource` parses."""
+    import tensorflow_datasets as tfds
+    from vae_jax.data import dsprites_tfds
+
+    with tfds.testing.mock_data(num_examples=16):
+        dsprites_tfds._check_features(tfds.builder('dsprites', data_dir=str(tmp_path)))
+        source = tfds.data_source('dsprites', split='train', data_dir=str(tmp_path))
+        examples = [source[i] for i in range(len(source))]
+    assert len(examples) == 16
+    for ex in examples:
+        assert ex['image'].shape == (64, 64, 1) and ex['image'].dtype == np.uint8
+        factors = [int(ex[key]) for key in dsprites_tfds.LABEL_KEYS]
+        assert all(0 <= f < n for f, n in zip(factors, dsprites.factor_sizes()))
