@@ -42,6 +42,11 @@ def num_train_steps(config, num_examples: int) -> int:
     return max(1, int(math.ceil(config.num_epochs * (num_examples // config.batch_size))))
 
 
+def eval_interval(config, num_examples: int) -> int:
+    """Steps between evals: config.eval_every, or one epoch when it is 0."""
+    return config.eval_every or max(1, num_examples // config.batch_size)
+
+
 def check_devices(config, devices) -> None:
     n = len(devices) * jax.process_count()
     for field in ('batch_size', 'eval_batch_size'):
@@ -119,8 +124,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> TrainState:
     train_source, eval_source = make_sources(config.data, config.seed)
     model = build_model(config.model, train_source.example_shape, train_source.num_classes)
     total = num_train_steps(config, train_source.num_examples)
-    steps_per_epoch = max(1, train_source.num_examples // config.batch_size)
-    eval_every = config.eval_every or steps_per_epoch
+    eval_every = eval_interval(config, train_source.num_examples)
     keys = run_keys(config.seed)
     state = init_train_state(keys[INIT], model, config, train_source.example_shape, total)
 

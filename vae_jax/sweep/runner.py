@@ -67,7 +67,8 @@ def apply_overrides(config, overrides: Mapping[str, Any]):
     return config
 
 
-def _get(config, key: str):
+def get_field(config, key: str):
+    """The value of the dotted field `key` ('objective.beta') of `config`."""
     for part in key.split('.'):
         config = config[part]
     return config
@@ -200,7 +201,7 @@ def run_sweep(config, points: Sequence[Point], root: str | os.PathLike, *,
         swept = dict.fromkeys(k for p in points for k in p.overrides)
         _write_json(root / SWEEP_FILE, {
             'config': config_spec, 'command_line': command_line,
-            'base': {k: _get(config, k) for k in swept},  # where a point does not set k
+            'base': {k: get_field(config, k) for k in swept},  # where a point does not set k
             'points': [dataclasses.asdict(p) for p in points]})
     selected = [only] if only is not None else range(len(points))
     if vmap and len(selected) > 1:

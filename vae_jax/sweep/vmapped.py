@@ -32,8 +32,9 @@ from vae_jax.models import build_model
 from vae_jax.run import save_run_info
 from vae_jax.steps import (AXIS, HPARAMS, eval_step, init_train_state, replicate, train_step,
                            unreplicate)
-from vae_jax.train import (EVAL, INIT, SAMPLE, TRAIN, check_devices, image_grids,
-                           num_train_steps, run_keys, wanted_metrics)
+from vae_jax.sweep.runner import get_field
+from vae_jax.train import (EVAL, INIT, SAMPLE, TRAIN, check_devices, eval_interval,
+                           image_grids, num_train_steps, run_keys, wanted_metrics)
 
 VMAPPABLE = frozenset(HPARAMS) | {'seed'}
 
@@ -60,13 +61,6 @@ def varying_hparams(configs: Sequence) -> list[str]:
         raise UserError(f'vmapped sweep points may differ only in {", ".join(sorted(VMAPPABLE))}; '
                         f'these differ in {", ".join(bad)}: run the sweep without --sweep_vmap')
     return [k for k in differing if k != 'seed']
-
-
-def _get(config, key: str):
-    node = config
-    for part in key.split('.'):
-        node = node[part]
-    return node
 
 
 def stack(trees: Sequence):
@@ -115,7 +109,7 @@ def train_group(configs: Sequence, workdirs: Sequence, devices=None) -> list[str
     train_source = sources[0][0]
     model = build_model(base.model, train_source.example_shape, train_source.num_classes)
     total = num_train_steps(base, train_source.num_examples)
-    eval_every = base.eval_every or max(1, train_source.num_examples // base.batch_size)
+    eval_every = eval_interval(base, train_source.num_examples)
     keys = [run_keys(c.seed) for c in configs]
     init_config = base.copy_and_resolve_references()
     if 'optim.learning_rate' in hp_keys:  # the step scales the updates of lr 1 by each point's
@@ -139,7 +133,7 @@ def train_group(configs: Sequence, workdirs: Sequence, devices=None) -> list[str
         if workdir_lib.is_writer():
             save_run_info(p, train_source.example_shape, train_source.num_classes)
     writers = [workdir_lib.MetricWriter(p, start) for p in paths]
-    hparams = {k: jnp.asarray([_get(c, k) for c in configs], jnp.float32) for k in hp_keys}
+    hparams = {k: jnp.asarray([get_field(c, k) for c in configs], jnp.float32) for k in hp_keys}
     train_keys = jnp.stack([k[TRAIN] for k in keys])
     eval_keys = jnp.stack([k[EVAL] for k in keys])
     if base.model.encoder == 'conv' and jax.default_backend() == 'cpu':
