@@ -7,6 +7,8 @@ Reported: wall time of each (compiles, data, evals and checkpoints included), po
 second, and their ratio.
 
     python benchmarks/vmapped_sweep.py [--steps 1000] [--configs toy2d,mnist_mlp]
+    python benchmarks/vmapped_sweep.py --step_only [--rounds 100]   # the compiled step alone,
+                                                    # also for the dSprites conv β-VAE
 
 Needs the TFDS data_dir for mnist ($TFDS_DATA_DIR or ../shared/data/tfds).
 """
@@ -45,6 +47,8 @@ def small_config(name, steps):
     if name == 'toy2d':
         c = _experiment('toy2d')
         c.data.toy_examples = 20_000
+    elif name == 'dsprites_conv':  # beta_vae.py:quick, only for --step_only
+        c = _experiment('beta_vae')
     else:  # 'mnist_mlp': the flax-example VAE, narrowed
         c = _experiment('vae')
         c.model.hidden = (128,)
@@ -67,12 +71,81 @@ def timed_sweep(config, root, vmap):
     return wall, other
 
 
+def step_throughput(config, rounds):
+    """Point-steps/s of the compiled steps alone (one batch on device, no data, eval or I/O):
+    the 8 points one after another with the single-run step, and stacked in the group step."""
+    from vae_jax import steps
+    from vae_jax.data.registry import make_sources
+    from vae_jax.models import build_model
+    from vae_jax.sweep import vmapped
+    from vae_jax.sweep.runner import apply_overrides
+    from vae_jax.train import INIT, TRAIN, run_keys
+
+    configs = [apply_overrides(config, p.overrides) for p in POINTS]
+    source, _ = make_sources(config.data, config.seed)
+    shape = source.example_shape
+    model = build_model(config.model, shape, source.num_classes)
+    devices = jax.local_devices()[:1]
+    states = [steps.init_train_state(run_keys(c.seed)[INIT], model, c, shape, 1000)
+              for c in configs]
+    batch = source.get_batch(np.arange(config.batch_size))
+    batch = jax.device_put({'image': batch['image'][None], 'label': batch['label'][None],
+                            'index': np.arange(config.batch_size, dtype=np.int32)[None]})
+    keys = [run_keys(c.seed)[TRAIN] for c in configs]
+
+    single, _ = steps.pmapped_steps(model, config, devices)
+    rstates = [steps.replicate(s, devices) for s in states]
+
+    def sequential(n):
+        for _ in range(n):
+            for p in range(len(configs)):
+                rstates[p], _ = single(rstates[p], batch, keys[p])
+        jax.block_until_ready(rstates)
+
+    group, _ = vmapped.group_steps(model, config, devices)
+    stacked = {'state': steps.replicate(vmapped.stack(states), devices)}
+    group_batch = jax.tree.map(lambda x: np.stack([x] * len(configs), axis=1), batch)
+    group_keys = jax.numpy.stack(keys)
+    hparams = {'objective.beta': jax.numpy.asarray([c.objective.beta for c in configs])}
+
+    def grouped(n):
+        for _ in range(n):
+            stacked['state'], _ = group(stacked['state'], group_batch, group_keys, hparams)
+        jax.block_until_ready(stacked['state'])
+
+    rates = []
+    for run in (sequential, grouped):
+        run(1)  # compile
+        t0 = time.perf_counter()
+        run(rounds)
+        rates.append(rounds * len(configs) / (time.perf_counter() - t0))
+    return rates
+
+
+def main_step_only(args):
+    print(f'{jax.devices()[0].platform}, {os.cpu_count()} cores; the compiled train step alone, '
+          f'{len(POINTS)} points, {args.rounds} rounds')
+    print('| config | point-steps/s one by one | point-steps/s vmapped | ratio |')
+    print('|---|---|---|---|')
+    for name in args.configs.split(','):
+        seq, vm = step_throughput(small_config(name, 1000), args.rounds)
+        print(f'| {name} | {seq:.1f} | {vm:.1f} | {vm / seq:.2f}x |')
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--steps', type=int, default=1000)
-    parser.add_argument('--configs', default='toy2d,mnist_mlp')
+    parser.add_argument('--configs', default=None,
+                        help='toy2d,mnist_mlp (default); --step_only also takes dsprites_conv')
+    parser.add_argument('--step_only', action='store_true',
+                        help='time the compiled steps alone instead of whole sweeps')
+    parser.add_argument('--rounds', type=int, default=100, help='--step_only: steps timed')
     args = parser.parse_args()
     logging.set_verbosity(logging.WARNING)
+    if args.step_only:
+        args.configs = args.configs or 'toy2d,mnist_mlp,dsprites_conv'
+        return main_step_only(args)
+    args.configs = args.configs or 'toy2d,mnist_mlp'
     print(f'{jax.devices()[0].platform}, {os.cpu_count()} cores; {len(POINTS)} points '
           f'(beta x seed) of {args.steps} steps each, through run_sweep with checkpoints/evals')
     print('| config | sequential (s) | vmapped (s) | point-steps/s seq | point-steps/s vmap '

@@ -137,8 +137,8 @@ def train_group(configs: Sequence, workdirs: Sequence, devices=None) -> list[str
     train_keys = jnp.stack([k[TRAIN] for k in keys])
     eval_keys = jnp.stack([k[EVAL] for k in keys])
     if base.model.encoder == 'conv' and jax.default_backend() == 'cpu':
-        # Measured: 3 dSprites conv points vmapped ran at 2.6 point-steps/s, 9.9 one by one
-        # (looping over the points inside the step with lax.map was slower still, 0.3).
+        # benchmarks/vmapped_sweep.py --step_only: 8 dSprites conv points, 2.1 point-steps/s
+        # vmapped against 9.2 one by one.
         logging.warning('vmapping a conv model over %d points makes grouped convolutions, '
                         'which XLA:CPU runs about 4x slower than separate runs; on a CPU, '
                         'sweep conv models without --sweep_vmap', len(configs))
