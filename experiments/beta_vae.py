@@ -15,8 +15,8 @@ protocol's sample sizes), `beta=B` (default 4), `steps=N`; for the sweep `betas=
 and `seeds=N`.
 
 Runtime: the full 300k steps take about 11 hours on a 2-core CPU (7.5 steps/s measured by
-benchmarks/train_speed.py). The quick run (measured, seed 0, quiet 2-core CPU): 4 min 21 s in
-all, about 1.5 min of it training; test -ELBO 86.3; BetaVAE 0.680, FactorVAE 0.484, MIG 0.035.
+benchmarks/train_speed.py). The quick run (measured, seed 0, quiet 2-core CPU): 3 min 8 s in
+all, about 1.3 min of it training; test -ELBO 86.3; BetaVAE 0.680, FactorVAE 0.484, MIG 0.035.
 The README's "Disentanglement" section has the β comparison.
 """
 

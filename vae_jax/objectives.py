@@ -137,9 +137,14 @@ def vae_loss(params: Any, x: jax.Array, y: Optional[jax.Array], keys: jax.Array,
     t = elbo_terms(params, x, y, keys, **model_fns)
     kl_term = free_bits_kl(t['kl_per_dim'], free_bits, axis_name) if free_bits > 0 else t['kl']
     loss = jnp.mean(jax.vmap(negative_elbo, in_axes=(0, 0, None))(t['log_lik'], kl_term, beta))
-    metrics = {'loss': loss, 'neg_elbo': jnp.mean(-t['log_lik'] + t['kl']),
-               'recon': jnp.mean(-t['log_lik']), 'kl': jnp.mean(t['kl'])}
-    return loss, metrics
+    return loss, elbo_metrics(t, loss)
+
+
+def elbo_metrics(terms: Mapping[str, jax.Array], loss: jax.Array, **extra) -> dict:
+    """Batch means of 'neg_elbo', 'recon' (-log p(x|z)) and 'kl' from `elbo_terms`, the
+    training 'loss', and any `extra` scalars."""
+    return dict({'loss': loss, 'neg_elbo': jnp.mean(-terms['log_lik'] + terms['kl']),
+                 'recon': jnp.mean(-terms['log_lik']), 'kl': jnp.mean(terms['kl'])}, **extra)
 
 
 def iwae_sample_key(key: jax.Array, j: jax.Array) -> jax.Array:

@@ -29,11 +29,6 @@ def _gather(x: jax.Array, axis_name: Optional[str]) -> jax.Array:
     return x if axis_name is None else jax.lax.all_gather(x, axis_name, tiled=True)
 
 
-def _elbo_metrics(t, loss, **extra) -> dict:
-    return dict({'loss': loss, 'neg_elbo': jnp.mean(-t['log_lik'] + t['kl']),
-                 'recon': jnp.mean(-t['log_lik']), 'kl': jnp.mean(t['kl'])}, **extra)
-
-
 # --- controlled capacity (Burgess et al. 2018) --------------------------------------------
 
 def capacity_at(step: jax.Array, capacity_max: float, capacity_steps: int) -> jax.Array:
@@ -54,7 +49,7 @@ def capacity_loss(params: Any, x: jax.Array, y: Optional[jax.Array], keys: jax.A
     c = capacity_at(step, capacity_max, capacity_steps)
     batch_kl = _pmean(jnp.mean(t['kl']), axis_name)
     loss = jnp.mean(-t['log_lik']) + gamma * jnp.abs(batch_kl - c)
-    return loss, _elbo_metrics(t, loss, capacity=c)
+    return loss, objectives.elbo_metrics(t, loss, capacity=c)
 
 
 # --- β-TCVAE (Chen et al. 2018) -------------------------------------------------------------
@@ -105,7 +100,7 @@ def beta_tcvae_loss(params: Any, x: jax.Array, y: Optional[jax.Array], keys: jax
     tc = jnp.mean(total_correlation(t['z'], _gather(t['mean'], axis_name),
                                     _gather(t['logvar'], axis_name)))
     loss = jnp.mean(-t['log_lik'] + t['kl']) + (beta - 1.0) * tc
-    return loss, _elbo_metrics(t, loss, tc=tc)
+    return loss, objectives.elbo_metrics(t, loss, tc=tc)
 
 
 # --- DIP-VAE (Kumar et al. 2018) ------------------------------------------------------------
@@ -143,7 +138,7 @@ def dip_vae_loss(params: Any, x: jax.Array, y: Optional[jax.Array], keys: jax.Ar
     reg = dip_regularizer(dip_covariance(t['mean'], t['logvar'], dip_type, axis_name),
                           lambda_od, lambda_d)
     loss = jnp.mean(-t['log_lik'] + t['kl']) + reg
-    return loss, _elbo_metrics(t, loss, dip_reg=reg)
+    return loss, objectives.elbo_metrics(t, loss, dip_reg=reg)
 
 
 # --- FactorVAE (Kim & Mnih 2018) ------------------------------------------------------------
@@ -193,4 +188,4 @@ def factor_vae_loss(params: Any, x: jax.Array, y: Optional[jax.Array], keys: jax
     t = objectives.elbo_terms(params, x, y, keys, **model_fns)
     tc = jnp.mean(density_ratio_tc(discriminate(t['z'])))
     loss = jnp.mean(-t['log_lik'] + t['kl']) + gamma * tc
-    return loss, (_elbo_metrics(t, loss, tc=tc), t['z'])
+    return loss, (objectives.elbo_metrics(t, loss, tc=tc), t['z'])

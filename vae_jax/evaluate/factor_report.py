@@ -22,7 +22,9 @@ from vae_jax.evaluate import latents, pictures
 from vae_jax.evaluate.disentanglement import METRIC_NAMES, compute_metrics
 from vae_jax.results import flat_scalars
 
-CHUNK = 500  # examples encoded per call; every call is padded to it, so encode compiles once
+# Examples encoded per call; every call is padded to it, so encode compiles once. The metrics
+# are asked to call `represent` with chunks of the same size, so no call is split and padded.
+CHUNK = 1024
 
 
 def representation_function(model, params, chunk: int = CHUNK) -> Callable:
@@ -70,7 +72,7 @@ def disentanglement_metrics(model, params, config, train_source,
         as_ground_truth(train_source), representation_function(model, params),
         tuple(d.metrics), seed=d.seed, num_train=d.num_train, num_test=d.num_test,
         batch_size=d.batch_size, num_variance_estimate=d.num_variance_estimate,
-        num_bins=d.num_bins, progress=progress, n_jobs=os.cpu_count() or 1)
+        num_bins=d.num_bins, progress=progress, n_jobs=os.cpu_count() or 1, chunk=CHUNK)
 
 
 def traversal(model, params, config, eval_source, kl_per_dim) -> np.ndarray:
