@@ -17,9 +17,11 @@ and adds them to results/eval_<step>.json.
 skipping finished points and going on past failed ones (exit status 1 if any failed);
 `--sweep_index=i` (which implies --sweep) trains point i only, as a job-array worker does.
 
-Bad input (unknown names, invalid values, a workdir that is a file, missing data) ends with a
-single 'error: ...' line and exit status 2; a misspelt --config.* override is rejected by the
-locked config.
+Bad input (unknown names, invalid values, a workdir that is a file, missing data, a workdir that
+holds a run of another config or is in use) ends with a single 'error: ...' line and exit status
+2, before anything is written; a misspelt --config.* override is rejected by the locked config.
+SIGTERM or SIGINT saves a checkpoint of the current step and exits with 143 or 130; relaunching
+the same command resumes.
 """
 
 import logging as std_logging
@@ -30,6 +32,7 @@ from ml_collections import config_flags
 
 from vae_jax import distributed
 from vae_jax.errors import UserError
+from vae_jax.preemption import Preempted
 from vae_jax.train import train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
@@ -39,9 +42,14 @@ _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'metrics'],
                           'train (resuming if the workdir has a checkpoint), eval a run, or '
                           'compute its disentanglement metrics only.')
 _IWAE_SAMPLES = flags.DEFINE_integer('iwae_samples', None,
-                                     'eval: k of the IWAE bound (default: the config\'s).')
+                                     'eval: k of the IWAE bound (default: the config\'s).',
+                                     lower_bound=1)
 _EVAL_EXAMPLES = flags.DEFINE_integer('eval_examples', None,
-                                      'eval: use only the first N test examples.')
+                                      'eval: use only the first N test examples.', lower_bound=1)
+_ALLOW_CHANGE = flags.DEFINE_bool(
+    'allow_config_change', False, 'Continue the run in --workdir although the config changes '
+    'what is trained (the change and its step are recorded in history.jsonl); without it such '
+    'a relaunch is refused.')
 _SWEEP = flags.DEFINE_bool('sweep', False, "Train every point of the config file's "
                            'get_sweep(), each in <workdir>/<point name>.')
 _SWEEP_VMAP = flags.DEFINE_bool('sweep_vmap', False, 'With --sweep: train the points as one '
@@ -67,11 +75,15 @@ def _parse_flags(argv):
         return flags.FLAGS(argv)
     except flags.Error as e:  # bad flag value, missing required flag, unknown flag
         _fail(f'{e} (see --helpfull)')
+    except UserError as e:  # a config file's get_config(arg) refused its argument
+        _fail(str(e))
     except (AttributeError, KeyError, TypeError, ValueError, OSError) as e:
         # ml_collections raises these for an override of an undeclared field or a config file
         # that cannot be loaded; the innermost message has the "did you mean" hint.
         while e.__context__ is not None and str(e.__context__):
             e = e.__context__
+            if isinstance(e, UserError):
+                _fail(str(e))
         overrides = ' '.join(a for a in argv[1:] if a.startswith('--config'))
         _fail(f'cannot build the config from {overrides!r}: {type(e).__name__}: {e}')
 
@@ -84,7 +96,8 @@ def _quiet_libraries(record) -> bool:
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+        _fail(f'unexpected arguments: {" ".join(argv[1:])} (flags are written --name=value; '
+              f'see --helpfull)')
     logging.set_verbosity(logging.INFO)
     logging.get_absl_logger().addFilter(_quiet_libraries)
     sweeping = _SWEEP.value or _SWEEP_INDEX.value is not None
@@ -107,9 +120,17 @@ def main(argv):
         elif sweeping:
             sys.exit(_sweep())
         else:
-            train_and_evaluate(_config(), _WORKDIR.value)
+            train_and_evaluate(_config(), _WORKDIR.value,
+                               allow_config_change=_ALLOW_CHANGE.value)
     except UserError as e:
         _fail(str(e))
+    except Preempted as e:
+        logging.warning('%s', e)
+        sys.exit(e.exit_status)
+    except OSError as e:  # disk full, permissions, a file vanished under us
+        where = getattr(e, 'filename', None) or _WORKDIR.value
+        _fail(f'cannot write {where}: {e.strerror or e} (the checkpoints written before are '
+              f'kept; free space or fix permissions and relaunch to resume)')
 
 
 def _sweep() -> int:

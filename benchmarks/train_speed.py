@@ -33,7 +33,8 @@ import numpy as np
 
 from timing import block_size, load_warning, timed, wait_for_idle
 from vae_jax.models import build_model
-from vae_jax.steps import create_train_state, make_optimizer, pmapped_steps, replicate
+from vae_jax.steps import (create_train_state, hyperparams, make_optimizer, pmapped_steps,
+                           replicate)
 
 try:
     import torch
@@ -75,6 +76,7 @@ class JaxRunner:
         self.state = replicate(state, devices)
         self.step, _ = pmapped_steps(model, config, devices)
         self.key = jax.random.key(1)
+        self.hparams = hyperparams(config)
         # Leading axis 1 = the local device axis the pipeline adds; placed once so the timed
         # loop measures the step, not host-to-device copies.
         self.batches = [jax.device_put({k: v[None] for k, v in b.items()}, devices[0])
@@ -82,7 +84,8 @@ class JaxRunner:
 
     def run(self, n):
         for i in range(n):
-            self.state, metrics = self.step(self.state, self.batches[i % NUM_BATCHES], self.key)
+            self.state, metrics = self.step(self.state, self.batches[i % NUM_BATCHES], self.key,
+                                            self.hparams)
         jax.block_until_ready((self.state, metrics))
         return float(metrics['loss'][0])
 

@@ -77,7 +77,7 @@ def step_throughput(config, rounds):
     from vae_jax import steps
     from vae_jax.data.registry import make_sources
     from vae_jax.models import build_model
-    from vae_jax.sweep import vmapped
+    from vae_jax.points import Points
     from vae_jax.sweep.runner import apply_overrides
     from vae_jax.train import INIT, TRAIN, run_keys
 
@@ -93,24 +93,26 @@ def step_throughput(config, rounds):
                             'index': np.arange(config.batch_size, dtype=np.int32)[None]})
     keys = [run_keys(c.seed)[TRAIN] for c in configs]
 
+    group_points = Points(configs, vmapped=True)
+    hparams = [steps.hyperparams(c) for c in configs]
     single, _ = steps.pmapped_steps(model, config, devices)
     rstates = [steps.replicate(s, devices) for s in states]
 
     def sequential(n):
         for _ in range(n):
             for p in range(len(configs)):
-                rstates[p], _ = single(rstates[p], batch, keys[p])
+                rstates[p], _ = single(rstates[p], batch, keys[p], hparams[p])
         jax.block_until_ready(rstates)
 
-    group, _ = vmapped.group_steps(model, config, devices)
-    stacked = {'state': steps.replicate(vmapped.stack(states), devices)}
+    group, _ = steps.pmapped_steps(model, config, devices, vmapped=True)
+    stacked = {'state': steps.replicate(group_points.join(states), devices)}
     group_batch = jax.tree.map(lambda x: np.stack([x] * len(configs), axis=1), batch)
     group_keys = jax.numpy.stack(keys)
-    hparams = {'objective.beta': jax.numpy.asarray([c.objective.beta for c in configs])}
+    group_hparams = group_points.hparams()
 
     def grouped(n):
         for _ in range(n):
-            stacked['state'], _ = group(stacked['state'], group_batch, group_keys, hparams)
+            stacked['state'], _ = group(stacked['state'], group_batch, group_keys, group_hparams)
         jax.block_until_ready(stacked['state'])
 
     rates = []

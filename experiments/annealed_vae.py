@@ -7,21 +7,24 @@ Shared setup and metrics as experiments/beta_vae.py.
     python launch.py --config=experiments/annealed_vae.py --workdir=runs/annealed
     python launch.py --config=experiments/annealed_vae.py:quick --workdir=runs/annealed_quick
 
-Arguments: `quick` (600 steps; C reaches its maximum at step 400), `c_max=C`, `gamma=G`,
-`steps=N`.
+Arguments (checked against `ARGS`): `quick` (600 steps; C reaches its maximum at step 400),
+`c_max=C` (default 25), `gamma=G` (default 1000), `steps=N` (default 0: 300k, or 600 with
+`quick`); for the sweep `seeds=N` (default 5).
 """
 
-from vae_jax.configs import dsprites_config, parse_arg
+from vae_jax.configs import DSPRITES_ARGS, dsprites_config, parse_arg
 from vae_jax.sweep import product, sweep
+
+ARGS = dict(DSPRITES_ARGS, c_max=25.0, gamma=1000.0, seeds=5)
 
 
 def get_config(arg=None):
-    args = parse_arg(arg)
-    c = dsprites_config(args)
+    args = parse_arg(arg, __file__, **ARGS)
+    c = dsprites_config(args.quick, args.steps)
     c.objective.name = 'capacity'
-    c.objective.gamma = float(args.get('gamma', 1000.0))
-    c.objective.capacity_max = float(args.get('c_max', 25.0))
-    c.objective.capacity_steps = 400 if args.get('quick') else 100_000
+    c.objective.gamma = args.gamma
+    c.objective.capacity_max = args.c_max
+    c.objective.capacity_steps = 400 if args.quick else 100_000
     return c
 
 
@@ -30,5 +33,5 @@ def get_sweep(arg=None):
 
         python launch.py --config=experiments/annealed_vae.py --sweep --workdir=runs/annealed_vae_sweep
     """
-    seeds = int(parse_arg(arg).get('seeds', 5))
+    seeds = parse_arg(arg, __file__, **ARGS).seeds
     return product(sweep('objective.capacity_max', [5.0, 10.0, 25.0, 50.0, 75.0, 100.0]), sweep('seed', list(range(seeds))))

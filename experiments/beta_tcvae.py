@@ -6,18 +6,21 @@ Loss -ELBO + (β - 1) TC, the total correlation of q(z) estimated on each global
     python launch.py --config=experiments/beta_tcvae.py --workdir=runs/beta_tcvae
     python launch.py --config=experiments/beta_tcvae.py:quick --workdir=runs/beta_tcvae_quick
 
-Arguments: `quick`, `beta=B` (default 6), `steps=N`.
+Arguments (checked against `ARGS`): `quick`, `beta=B` (default 6), `steps=N` (default 0:
+300k, or 600 with `quick`); for the sweep `seeds=N` (default 5).
 """
 
-from vae_jax.configs import dsprites_config, parse_arg
+from vae_jax.configs import DSPRITES_ARGS, dsprites_config, parse_arg
 from vae_jax.sweep import product, sweep
+
+ARGS = dict(DSPRITES_ARGS, beta=6.0, seeds=5)
 
 
 def get_config(arg=None):
-    args = parse_arg(arg)
-    c = dsprites_config(args)
+    args = parse_arg(arg, __file__, **ARGS)
+    c = dsprites_config(args.quick, args.steps)
     c.objective.name = 'beta_tcvae'
-    c.objective.beta = float(args.get('beta', 6.0))
+    c.objective.beta = args.beta
     return c
 
 
@@ -26,5 +29,5 @@ def get_sweep(arg=None):
 
         python launch.py --config=experiments/beta_tcvae.py --sweep --workdir=runs/beta_tcvae_sweep
     """
-    seeds = int(parse_arg(arg).get('seeds', 5))
+    seeds = parse_arg(arg, __file__, **ARGS).seeds
     return product(sweep('objective.beta', [1.0, 2.0, 4.0, 6.0, 8.0, 10.0]), sweep('seed', list(range(seeds))))

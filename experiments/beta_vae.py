@@ -10,9 +10,10 @@ computed on the posterior means and written to results/ and TensorBoard.
     python launch.py --config=experiments/beta_vae.py:quick,beta=16 --workdir=runs/beta16
     python launch.py --config=experiments/beta_vae.py --config.objective.beta=8 --workdir=...
 
-Arguments (comma separated): `quick` (600 steps, Adam 5e-4, metrics on a tenth of the
-protocol's sample sizes), `beta=B` (default 4), `steps=N`; for the sweep `betas=B1/B2/...`
-and `seeds=N`.
+Arguments (comma separated, checked against `ARGS`): `quick` (600 steps, Adam 5e-4, metrics
+on a tenth of the protocol's sample sizes), `beta=B` (default 4), `steps=N` (default 0: 300k,
+or 600 with `quick`); for the sweep `betas=B1/B2/...` (default 1/2/4/6/8/16) and `seeds=N`
+(default 5).
 
 Runtime: the full 300k steps take about 11 hours on a 2-core CPU (7.5 steps/s measured by
 benchmarks/train_speed.py). The quick run (measured, seed 0, quiet 2-core CPU): 3 min 8 s in
@@ -20,14 +21,17 @@ all, about 1.3 min of it training; test -ELBO 86.3; BetaVAE 0.680, FactorVAE 0.4
 The README's "Disentanglement" section has the β comparison.
 """
 
-from vae_jax.configs import dsprites_config, parse_arg
+from vae_jax.configs import DSPRITES_ARGS, dsprites_config, parse_arg
+from vae_jax.errors import UserError
 from vae_jax.sweep import product, sweep
+
+ARGS = dict(DSPRITES_ARGS, beta=4.0, betas='1/2/4/6/8/16', seeds=5)
 
 
 def get_config(arg=None):
-    args = parse_arg(arg)
-    c = dsprites_config(args)
-    c.objective.beta = float(args.get('beta', 4.0))
+    args = parse_arg(arg, __file__, **ARGS)
+    c = dsprites_config(args.quick, args.steps)
+    c.objective.beta = args.beta
     return c
 
 
@@ -39,7 +43,15 @@ def get_sweep(arg=None):
             --workdir=runs/beta_quick_sweep
         python -m vae_jax.sweep summarize runs/beta_quick_sweep
     """
-    args = parse_arg(arg)
-    betas = [float(b) for b in str(args.get('betas', '1/2/4/6/8/16')).split('/')]
-    seeds = int(args.get('seeds', 5))
-    return product(sweep('objective.beta', betas), sweep('seed', list(range(seeds))))
+    args = parse_arg(arg, __file__, **ARGS)
+    return product(sweep('objective.beta', _floats('betas', args.betas)),
+                   sweep('seed', list(range(args.seeds))))
+
+
+def _floats(name: str, text: str) -> list[float]:
+    """'1/4/16' -> [1.0, 4.0, 16.0]; UserError naming config argument `name` otherwise."""
+    try:
+        return [float(b) for b in text.split('/')]
+    except ValueError:
+        raise UserError(f'config argument {name}={text!r} must be numbers separated by "/", '
+                        f'e.g. {name}=1/4/16') from None

@@ -8,20 +8,24 @@ DIP-VAE-I and λ_d = λ_od for DIP-VAE-II. Shared setup and metrics as experimen
     python launch.py --config=experiments/dip_vae.py:type=ii --workdir=runs/dip_ii
     python launch.py --config=experiments/dip_vae.py:quick --workdir=runs/dip_quick
 
-Arguments: `quick`, `type=i|ii` (default i), `lambda_od=L` (default 10), `steps=N`.
+Arguments (checked against `ARGS`): `quick`, `type=i|ii` (default i), `lambda_od=L` (default
+10), `steps=N` (default 0: 300k, or 600 with `quick`); for the sweep `seeds=N` (default 5).
 """
 
-from vae_jax.configs import dsprites_config, parse_arg
+from vae_jax.configs import DSPRITES_ARGS, dsprites_config, parse_arg
 from vae_jax.sweep import product, sweep, zip_
+
+ARGS = dict(DSPRITES_ARGS, type=('i', 'ii'), lambda_od=10.0, seeds=5)
+LAMBDA_D_PER_LAMBDA_OD = {'i': 10.0, 'ii': 1.0}  # disentanglement_lib's defaults
 
 
 def get_config(arg=None):
-    args = parse_arg(arg)
-    c = dsprites_config(args)
+    args = parse_arg(arg, __file__, **ARGS)
+    c = dsprites_config(args.quick, args.steps)
     c.objective.name = 'dip_vae'
-    c.objective.dip_type = str(args.get('type', 'i'))
-    c.objective.lambda_od = float(args.get('lambda_od', 10.0))
-    c.objective.lambda_d = c.objective.lambda_od * (10.0 if c.objective.dip_type == 'i' else 1.0)
+    c.objective.dip_type = args.type
+    c.objective.lambda_od = args.lambda_od
+    c.objective.lambda_d = args.lambda_od * LAMBDA_D_PER_LAMBDA_OD[args.type]
     return c
 
 
@@ -31,9 +35,9 @@ def get_sweep(arg=None):
 
         python launch.py --config=experiments/dip_vae.py:type=ii --sweep --workdir=runs/dip_ii
     """
-    args = parse_arg(arg)
-    factor = 10.0 if args.get('type', 'i') == 'i' else 1.0
+    args = parse_arg(arg, __file__, **ARGS)
+    factor = LAMBDA_D_PER_LAMBDA_OD[args.type]
     lambdas = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0]
     return product(zip_(sweep('objective.lambda_od', lambdas),
                         sweep('objective.lambda_d', [factor * l for l in lambdas])),
-                   sweep('seed', list(range(int(args.get('seeds', 5))))))
+                   sweep('seed', list(range(args.seeds))))

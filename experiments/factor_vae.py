@@ -8,18 +8,22 @@ step. Shared setup and metrics as experiments/beta_vae.py.
     python launch.py --config=experiments/factor_vae.py --workdir=runs/factor_vae
     python launch.py --config=experiments/factor_vae.py:quick --workdir=runs/factor_vae_quick
 
-Arguments: `quick`, `gamma=G` (default 10, disentanglement_lib's sweep is 10..100), `steps=N`.
+Arguments (checked against `ARGS`): `quick`, `gamma=G` (default 10, disentanglement_lib's
+sweep is 10..100), `steps=N` (default 0: 300k, or 600 with `quick`); for the sweep `seeds=N`
+(default 5).
 """
 
-from vae_jax.configs import dsprites_config, parse_arg
+from vae_jax.configs import DSPRITES_ARGS, dsprites_config, parse_arg
 from vae_jax.sweep import product, sweep
+
+ARGS = dict(DSPRITES_ARGS, gamma=10.0, seeds=5)
 
 
 def get_config(arg=None):
-    args = parse_arg(arg)
-    c = dsprites_config(args)
+    args = parse_arg(arg, __file__, **ARGS)
+    c = dsprites_config(args.quick, args.steps)
     c.objective.name = 'factor_vae'
-    c.objective.gamma = float(args.get('gamma', 10.0))
+    c.objective.gamma = args.gamma
     return c
 
 
@@ -28,5 +32,5 @@ def get_sweep(arg=None):
 
         python launch.py --config=experiments/factor_vae.py --sweep --workdir=runs/factor_vae_sweep
     """
-    seeds = int(parse_arg(arg).get('seeds', 5))
+    seeds = parse_arg(arg, __file__, **ARGS).seeds
     return product(sweep('objective.gamma', [10.0, 20.0, 30.0, 40.0, 50.0, 100.0]), sweep('seed', list(range(seeds))))

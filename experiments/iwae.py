@@ -6,7 +6,9 @@ is minus the importance-weighted bound with k = 5 samples per example instead of
     python launch.py --config=experiments/iwae.py --workdir=runs/iwae
     python launch.py --config=experiments/iwae.py:epochs=5,k=5 --workdir=runs/iwae5
 
-Arguments (comma separated): `epochs=E` (default 30), `k=K` (default 5).
+Arguments (comma separated, checked against `ARGS`: experiments/vae.py's and `k`): `epochs=E`
+(default 30), `k=K` (default 5). `seeds=N` is accepted, as vae.py's, and unused: this file
+defines no sweep.
 
 Runtime on a 2-core CPU (no accelerator): 48 s for 5 epochs (1,950 steps, ~65 steps/s, twice
 vae.py's time: five decoder passes per example), so about 5 minutes for 30.
@@ -24,9 +26,12 @@ the run's eval key, as `launch.py --mode=eval --workdir=runs/iwae5` calls it; ~4
 from experiments import vae
 from vae_jax.configs import parse_arg
 
+ARGS = dict(vae.ARGS, k=5)
+
 
 def get_config(arg=None):
-    c = vae.get_config(arg)
+    args = parse_arg(arg, __file__, **ARGS)
+    c = vae.build(args.epochs)
     c.objective.name = 'iwae'
-    c.objective.num_samples = int(parse_arg(arg).get('k', 5))
+    c.objective.num_samples = args.k
     return c

@@ -207,7 +207,7 @@ def _train_losses(source, config, num_devices, num_steps=3):
     rstate, losses = steps.replicate(state, devices), []
     for batch in pipeline.train_batches(source, seed=1, global_batch=16, start_step=0,
                                         num_steps=num_steps, local_device_count=num_devices):
-        rstate, metrics = p_train(rstate, batch, jax.random.key(7))
+        rstate, metrics = p_train(rstate, batch, jax.random.key(7), steps.hyperparams(config))
         losses.append(float(metrics['loss'][0]))
     return steps.unreplicate(rstate).params, losses, set(metrics)
 

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from experiments import toy2d
-from vae_jax import distributed, train, workdir as workdir_lib
+from vae_jax import distributed, train
+from vae_jax.checkpoints import Checkpoints
 from vae_jax.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,10 +97,10 @@ def test_two_processes_equal_one_process_and_resume(tmp_path):
     assert (two / 'config.json').is_file() and (two / 'run.json').is_file()
 
     # The checkpoint: arrays written by process 0 only; it restores to one process's parameters.
-    assert sorted(p.name for p in (two / 'checkpoints' / '15' / 'default').glob('ocdbt.process_*')) \
+    assert sorted(p.name for p in (two / 'checkpoints' / '15' / 'state').glob('ocdbt.process_*')) \
         == ['ocdbt.process_0']
-    ckpt = workdir_lib.Checkpoints(two, keep=3, read_only=True)
-    restored = ckpt.restore(jax.device_get(one))
+    ckpt = Checkpoints(two, keep=3, read_only=True)
+    restored = ckpt.read(jax.device_get(one), 15)
     ckpt.close()
     assert int(restored.step) == 15
     for a, b in zip(jax.tree.leaves(restored.params), jax.tree.leaves(one.params)):

@@ -164,7 +164,7 @@ def _train(source, config, num_devices, num_steps=3):
     losses = []
     if num_devices == 0:
         step = jax.jit(lambda s, b, k: steps.train_step(
-            s, b, k, model=model, objective=config.objective, model_config=config.model,
+            s, b, k, steps.hyperparams(config), model=model, objective=config.objective, model_config=config.model,
             binarize=config.data.binarize, axis_name=None))
         for batch in batches:
             state, metrics = step(state, jax.tree.map(lambda a: a[0], batch), jax.random.key(7))
@@ -174,7 +174,7 @@ def _train(source, config, num_devices, num_steps=3):
     p_train, _ = steps.pmapped_steps(model, config, devices)
     rstate = steps.replicate(state, devices)
     for batch in batches:
-        rstate, metrics = p_train(rstate, batch, jax.random.key(7))
+        rstate, metrics = p_train(rstate, batch, jax.random.key(7), steps.hyperparams(config))
         losses.append({k: float(v[0]) for k, v in metrics.items()})
     return steps.unreplicate(rstate), losses
 

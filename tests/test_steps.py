@@ -42,7 +42,7 @@ def _train(source, config, num_devices, num_steps=3, step_fn=steps.train_step):
     batches = pipeline.train_batches(source, seed=1, global_batch=GLOBAL_BATCH, start_step=0,
                                      num_steps=num_steps, local_device_count=num_devices)
     for batch in batches:
-        rstate, metrics = p_train(rstate, batch, jax.random.key(7))
+        rstate, metrics = p_train(rstate, batch, jax.random.key(7), steps.hyperparams(config))
         losses.append(float(metrics['loss'][0]))
     return steps.unreplicate(rstate), losses
 

@@ -17,6 +17,7 @@ from conftest import REPO
 from experiments import toy2d
 from vae_jax import train
 from vae_jax.errors import UserError
+from vae_jax.run import load_run
 from vae_jax.sweep import (apply_overrides, chain, expand, load_sweep, product, read_status,
                            run_sweep, summarize, sweep, zip_)
 from vae_jax.sweep.__main__ import main as sweep_main
@@ -156,7 +157,7 @@ def test_a_failing_point_is_recorded_and_the_others_train(tiny_sweep):
     assert sweep_json['base'] == {'optim.learning_rate': 3e-3, 'objective.beta': 1.0, 'seed': 0}
 
 
-def test_second_run_skips_finished_points_and_retries_the_failed_one(tiny_sweep):
+def test_second_run_skips_finished_points_and_retries_the_failed_one(tiny_sweep, tmp_path):
     root, _ = tiny_sweep
     before = {p.name: digest(root / p.name) for p in POINTS[1:]}
     calls = []
@@ -170,9 +171,16 @@ def test_second_run_skips_finished_points_and_retries_the_failed_one(tiny_sweep)
     assert outcomes[0].status == 'failed' and read_status(root / POINTS[0].name)['attempts'] == 2
     assert {p.name: digest(root / p.name) for p in POINTS[1:]} == before
     # A finished point of another config is neither skipped nor resumed.
-    other = apply_overrides(tiny_config(), {'num_steps': 9})
+    other = apply_overrides(tiny_config(), {'model.latents': 3})
     (outcome,) = run_sweep(other, POINTS, root, only=1, train_fn=pytest.fail)
-    assert outcome.status == 'failed' and 'num_steps: 6 there, 9 now' in outcome.error
+    assert outcome.status == 'failed' and 'model.latents 2 -> 3' in outcome.error
+    # A finished point asked for more steps (constant schedule) resumes and trains them.
+    copy = tmp_path / 'copy'
+    shutil.copytree(root, copy)
+    longer = apply_overrides(tiny_config(), {'num_steps': 9})
+    (outcome,) = run_sweep(longer, POINTS, copy, only=1)
+    assert outcome.status == 'done' and not outcome.skipped
+    assert load_run(copy / POINTS[1].name).step == 9
 
 
 def test_interrupted_point_resumes_from_its_checkpoint(tiny_sweep, tmp_path, monkeypatch):

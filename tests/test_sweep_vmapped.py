@@ -70,5 +70,5 @@ def test_points_differing_in_structure_cannot_be_vmapped(tmp_path):
     outcomes = run_sweep(tiny_config(), points, tmp_path, vmap=True)
     assert all(o.status == 'failed' and 'differ only in' in o.error for o in outcomes)
     with pytest.raises(UserError, match='model.latents'):
-        from vae_jax.sweep.vmapped import varying_hparams
+        from vae_jax.points import varying_hparams
         varying_hparams([apply_overrides(tiny_config(), p.overrides) for p in points])

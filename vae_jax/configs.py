@@ -1,8 +1,13 @@
-"""The base config every experiment starts from, and its validation.
+"""The base config every experiment starts from, its validation, and config arguments.
 
 Every option is declared here so that `lock_config=True` turns a misspelt override
-(`--config.bta=4`) into an error instead of a silently ignored field.
+(`--config.bta=4`) into an error instead of a silently ignored field. Likewise `parse_arg`
+checks the argument after the config file's colon (`beta_vae.py:quick,beta=8`) against the
+names and types the experiment declares, so `:quik` is an error, not the full-length default.
 """
+
+import difflib
+import os
 
 import ml_collections
 
@@ -128,6 +133,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
     checks = [
         (config.objective.beta >= 0, f'objective.beta must be >= 0, got {config.objective.beta}'),
         (config.model.latents > 0, f'model.latents must be positive, got {config.model.latents}'),
+        (len(config.model.hidden) > 0 and all(h > 0 for h in config.model.hidden), f'model.hidden must be one or more positive widths, got {tuple(config.model.hidden)}'),
+        (len(config.model.conv_channels) > 0 and all(h > 0 for h in config.model.conv_channels), f'model.conv_channels must be one or more positive counts, got {tuple(config.model.conv_channels)}'),
+        (config.model.kernel > 0 and config.model.dense > 0, 'model.kernel and model.dense must be positive'),
+        (len(config.discriminator.hidden) > 0 and all(h > 0 for h in config.discriminator.hidden), f'discriminator.hidden must be one or more positive widths, got {tuple(config.discriminator.hidden)}'),
+        (config.num_image_examples > 0, f'num_image_examples must be positive, got {config.num_image_examples}'),
+        (config.eval_examples >= 0 and config.eval_every >= 0, 'eval_examples and eval_every must be >= 0'),
         (config.batch_size > 0, f'batch_size must be positive, got {config.batch_size}'),
         (config.eval_batch_size > 0, f'eval_batch_size must be positive, got {config.eval_batch_size}'),
         (config.optim.learning_rate > 0, f'optim.learning_rate must be positive, got {config.optim.learning_rate}'),
@@ -164,14 +175,20 @@ def validate(config: ml_collections.ConfigDict) -> None:
                         f"is weighted by objective.gamma (leave beta at 1)")
 
 
-def dsprites_config(args: dict) -> ml_collections.ConfigDict:
+DSPRITES_ARGS = dict(quick=False, steps=0)  # the config arguments dsprites_config reads
+
+
+def dsprites_config(quick: bool = False, steps: int = 0) -> ml_collections.ConfigDict:
     """The disentanglement_lib setup every β-VAE-family experiment shares.
 
     Procedural dSprites, the Burgess et al. (2018) conv net (4 × 4×4 stride-2 convolutions
     32-32-64-64, dense 256, 10 latents; the decoder mirrors it), Bernoulli likelihood, batch 64,
-    Adam 1e-4, 300k steps. `args` (from `parse_arg`): 'quick' (600 steps, Adam 5e-4, metrics on
-    a tenth of the protocol's sample sizes: minutes on a 2-core CPU) and 'steps=N'.
+    Adam 1e-4, 300k steps. `quick`: 600 steps, Adam 5e-4, metrics on a tenth of the protocol's
+    sample sizes (minutes on a 2-core CPU). `steps` > 0 overrides the number of steps of either;
+    0 keeps it. Experiments declare both as config arguments with `DSPRITES_ARGS`.
     """
+    if steps < 0:
+        raise UserError(f'config argument steps must be >= 0 (0 = the default), got {steps}')
     c = base_config()
     c.data.name = 'dsprites'
     c.model.encoder = 'conv'
@@ -182,14 +199,14 @@ def dsprites_config(args: dict) -> ml_collections.ConfigDict:
     c.model.likelihood = 'bernoulli'
     c.optim.learning_rate = 1e-4
     c.batch_size = 64
-    c.num_steps = int(args.get('steps', 300_000))
+    c.num_steps = steps or 300_000
     c.eval_every = 10_000
     c.checkpoint_every = 10_000
     c.log_every = 500
     c.eval_batch_size = 500
     c.eval_examples = 10_000
-    if args.get('quick'):
-        c.num_steps = int(args.get('steps', 600))
+    if quick:
+        c.num_steps = steps or 600
         c.optim.learning_rate = 5e-4
         c.eval_every = c.num_steps
         c.checkpoint_every = c.num_steps // 2
@@ -201,10 +218,85 @@ def dsprites_config(args: dict) -> ml_collections.ConfigDict:
     return c
 
 
-def parse_arg(arg: str | None) -> dict:
-    """Parses a config argument like 'beta=4,quick' into {'beta': '4', 'quick': True}."""
-    out = {}
-    for item in filter(None, (arg or '').split(',')):
-        key, sep, value = item.partition('=')
-        out[key.strip()] = value.strip() if sep else True
-    return out
+_BOOLS = {'true': True, '1': True, 'false': False, '0': False}
+
+
+def parse_arg(arg: str | None, source: str = '', /, **spec) -> ml_collections.FrozenConfigDict:
+    """Parses a config argument like 'beta=4,quick' against `spec`, as big_vision's parse_arg.
+
+    Args:
+      arg: comma-separated `name=value` items and bare `name`s; '' or None gives the defaults.
+      source: the config file (usually its `__file__`), named in error messages.
+      **spec: every accepted name and its default, whose type (bool, int, float or str) the
+        value must have. A tuple of strings lists the accepted values, the first the default.
+        A bare name sets a bool to True; a bool also takes true, false, 1 or 0.
+
+    Returns:
+      Every name of `spec`, with its value from `arg` or its default, as attributes.
+
+    Raises:
+      UserError: an unknown or repeated name, a bare name that is not a bool, or a value that
+        does not convert; an unknown name's message lists every valid one.
+    """
+    for name, default in spec.items():
+        _check_default(name, default)
+    values = {}
+    for item in filter(None, (item.strip() for item in (arg or '').split(','))):
+        name, has_value, text = (part.strip() for part in item.partition('='))
+        if name not in spec:
+            raise UserError(_unknown_message(name, source, spec))
+        if name in values:
+            raise UserError(f'config argument {name!r} is given twice in {arg!r}')
+        values[name] = _convert(name, text if has_value else None, spec[name])
+    return ml_collections.FrozenConfigDict(
+        {name: values.get(name, _default_value(default)) for name, default in spec.items()})
+
+
+def _check_default(name: str, default) -> None:
+    """Raises TypeError (a bug in the config file, not bad input) for a default of no known type."""
+    choices = (isinstance(default, tuple) and len(default) > 0
+               and all(isinstance(d, str) for d in default))
+    if not (choices or isinstance(default, (bool, int, float, str))):
+        raise TypeError(f'config argument {name!r}: the default {default!r} is not a bool, int, '
+                        f'float, str or non-empty tuple of str')
+
+
+def _default_value(default):
+    """A spec entry's default: the first of a tuple of choices, else the entry itself."""
+    return default[0] if isinstance(default, tuple) else default
+
+
+def _show(default) -> str:
+    """A spec entry as the valid-arguments list shows it: 4.0, 'pinwheel'|'gaussian_mixture'."""
+    return '|'.join(map(repr, default)) if isinstance(default, tuple) else repr(default)
+
+
+def _unknown_message(name: str, source: str, spec: dict) -> str:
+    """'unknown config argument ... (did you mean ...?); valid: ...' for a name not in `spec`."""
+    where = f' for {os.path.relpath(source)}' if source else ''
+    close = difflib.get_close_matches(name, spec, n=1)
+    hint = f' (did you mean {close[0]!r}?)' if close else ''
+    valid = ', '.join(f'{n}={_show(d)}' for n, d in spec.items()) or 'none'
+    return f'unknown config argument {name!r}{where}{hint}; valid: {valid}'
+
+
+def _convert(name: str, text: str | None, default):
+    """The value of `name=text` (text None for a bare `name`), of the type `default` declares."""
+    if isinstance(default, bool):
+        if text is None:
+            return True
+        if text.lower() in _BOOLS:
+            return _BOOLS[text.lower()]
+        expected = 'a bool (true, false, 1 or 0)'
+    elif text is None:
+        raise UserError(f'config argument {name!r} needs a value, e.g. {name}={_show(default)}')
+    elif isinstance(default, tuple):
+        if text in default:
+            return text
+        expected = f'one of {", ".join(map(repr, default))}'
+    else:
+        try:
+            return type(default)(text)
+        except ValueError:  # str() always converts, so the type is int or float
+            expected = 'an int' if isinstance(default, int) else 'a float'
+    raise UserError(f'config argument {name}={text!r} must be {expected}')

@@ -156,3 +156,18 @@ def check_shared_dir(path: Path) -> None:
         raise UserError(f'processes {blind} do not see the files process 0 writes in {path}: '
                         f'with several processes the workdir must be on a filesystem all hosts '
                         f'share (the same path everywhere; see the README, Multi-host)')
+
+
+def barrier(name: str) -> None:
+    """Every process waits here for the others (a no-op with one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(f'vae_jax {name}')
+
+
+def any_process(flag: bool) -> bool:
+    """True on every process if `flag` is true on any of them (a collective with several)."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    from jax.experimental import multihost_utils
+    return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))

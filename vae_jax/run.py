@@ -15,6 +15,7 @@ from typing import Any, Optional
 import jax
 import jax.numpy as jnp
 import ml_collections
+from absl import logging
 
 from vae_jax import objectives
 from vae_jax.configs import base_config
@@ -22,15 +23,8 @@ from vae_jax.errors import UserError
 from vae_jax.evaluate import likelihood
 from vae_jax.models import VAE, build_model
 from vae_jax.steps import TrainState, example_keys, init_train_state
-from vae_jax.workdir import Checkpoints
-
-RUN_INFO = 'run.json'
-
-
-def save_run_info(workdir: Path, example_shape, num_classes: int) -> None:
-    """What load_run needs besides the config and the checkpoint: the data's shapes."""
-    info = {'example_shape': list(example_shape), 'num_classes': int(num_classes)}
-    (workdir / RUN_INFO).write_text(json.dumps(info) + '\n')
+from vae_jax.checkpoints import Checkpoints, DamagedCheckpoint
+from vae_jax.workdir import RUN_INFO, read_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,28 +119,15 @@ class Run:
 def load_config(workdir: str | Path) -> ml_collections.ConfigDict:
     """The config a run was trained with (its workdir's config.json), merged into the current
     base config so that fields added since then take their defaults."""
-    path = Path(workdir) / 'config.json'
-    if not path.is_file():
-        raise UserError(f'{workdir} is not a vae_jax run: {path} not found')
-    saved = json.loads(path.read_text())
-    config = base_config()
+    config = read_config(Path(workdir), base_config())
     config.unlock()
-    _merge(config, saved)
     return config
 
 
-def _merge(config: ml_collections.ConfigDict, saved: dict) -> None:
-    for key, value in saved.items():
-        if isinstance(value, dict) and key in config:
-            _merge(config[key], value)
-        elif key in config and isinstance(config[key], tuple):
-            config[key] = tuple(value)
-        else:
-            config[key] = value
-
-
 def load_run(workdir: str | Path, step: Optional[int] = None) -> Run:
-    """Loads the config, data shapes and the checkpoint (latest, or `step`) of a run."""
+    """Loads the config, data shapes and the checkpoint (the newest good one, or `step`) of a
+    run; a damaged newest checkpoint is skipped with a warning (and left where it is: a run
+    that may still be training owns its workdir)."""
     workdir = Path(workdir).expanduser().absolute()
     config = load_config(workdir)
     info_path = workdir / RUN_INFO
@@ -161,12 +142,21 @@ def load_run(workdir: str | Path, step: Optional[int] = None) -> Run:
     template = init_train_state(jax.random.key(0), model, config, shape, 1)
     ckpt = Checkpoints(workdir, config.keep_checkpoints, read_only=True)
     try:
-        available = ckpt.manager.all_steps()
+        available = ckpt.steps()
         if not available:
             raise UserError(f'{workdir} has no checkpoint yet')
         if step is not None and step not in available:
             raise UserError(f'no checkpoint of step {step} in {workdir}; have {sorted(available)}')
-        state = ckpt.restore(template, step)
+        state = None
+        for s in [step] if step is not None else available:
+            try:
+                state = ckpt.read(template, s)
+                break
+            except DamagedCheckpoint as e:
+                logging.warning('checkpoint of step %d in %s skipped: %s', s, workdir, e)
+        if state is None:
+            raise UserError(f'no readable checkpoint in {workdir} (tried steps '
+                            f'{", ".join(map(str, [step] if step is not None else available))})')
     finally:
         ckpt.close()
     return Run(workdir, config, model, state, shape, num_classes)

@@ -31,25 +31,47 @@ class TrainState(train_state.TrainState):
     discriminator: Optional[train_state.TrainState] = None
 
 
-def make_optimizer(optim_config, total_steps: int) -> optax.GradientTransformation:
-    """optax optimizer with the configured schedule and optional global-norm clipping."""
+def unit_schedule(optim_config, total_steps: int) -> optax.Schedule:
+    """The learning-rate schedule's shape, peaking at 1; the learning rate multiplies it."""
     c = optim_config
     if c.schedule == 'constant':
-        lr = optax.constant_schedule(c.learning_rate)
-    elif c.schedule == 'cosine':
-        lr = optax.cosine_decay_schedule(c.learning_rate, max(total_steps, 1))
-    else:  # 'warmup_cosine'
-        lr = optax.warmup_cosine_decay_schedule(0.0, c.learning_rate, c.warmup_steps,
-                                                max(total_steps, c.warmup_steps + 1))
-    if c.name == 'adam':
-        opt = optax.adam(lr)
-    elif c.name == 'adamw':
-        opt = optax.adamw(lr, weight_decay=c.weight_decay)
-    else:
-        opt = optax.sgd(lr, momentum=0.9)
-    if c.grad_clip > 0:
-        opt = optax.chain(optax.clip_by_global_norm(c.grad_clip), opt)
-    return opt
+        return optax.constant_schedule(1.0)
+    if c.schedule == 'cosine':
+        return optax.cosine_decay_schedule(1.0, max(total_steps, 1))
+    return optax.warmup_cosine_decay_schedule(0.0, 1.0, c.warmup_steps,
+                                              max(total_steps, c.warmup_steps + 1))
+
+
+def make_optimizer(optim_config, total_steps: int) -> optax.GradientTransformation:
+    """optax optimizer with the configured schedule and optional global-norm clipping.
+
+    The peak learning rate is an `optax.inject_hyperparams` hyperparameter: it lives in the
+    optimizer state (`opt_state.hyperparams['learning_rate']`) as an array, so a train step can
+    set it from its traced `hparams` (`set_learning_rate`) and a vmapped group of sweep points
+    gives each point its own without recompiling.
+    """
+    c = optim_config
+    unit = unit_schedule(c, total_steps)
+
+    def build(learning_rate):
+        lr = lambda count: learning_rate * unit(count)
+        if c.name == 'adam':
+            opt = optax.adam(lr)
+        elif c.name == 'adamw':
+            opt = optax.adamw(lr, weight_decay=c.weight_decay)
+        else:
+            opt = optax.sgd(lr, momentum=0.9)
+        if c.grad_clip > 0:
+            opt = optax.chain(optax.clip_by_global_norm(c.grad_clip), opt)
+        return opt
+    return optax.inject_hyperparams(build)(learning_rate=c.learning_rate)
+
+
+def set_learning_rate(opt_state, learning_rate: jax.Array):
+    """`make_optimizer`'s state with its peak learning rate replaced by `learning_rate` []."""
+    hyperparams = dict(opt_state.hyperparams, learning_rate=jnp.asarray(
+        learning_rate, opt_state.hyperparams['learning_rate'].dtype))
+    return opt_state._replace(hyperparams=hyperparams)
 
 
 def create_train_state(key: jax.Array, model: VAE, tx: optax.GradientTransformation,
@@ -126,35 +148,44 @@ def _with(loss_and_metrics, **extra):
     return loss, dict(metrics, **extra)
 
 
-# Scalar hyperparameters a vmapped sweep may pass to `train_step` as arrays (`hparams`).
+# The scalar hyperparameters a train step takes as traced data (`hparams`), not as constants:
+# changing one does not recompile the step, and a vmapped sweep group maps over them.
 HPARAMS = ('objective.beta', 'objective.gamma', 'objective.capacity_max', 'objective.lambda_od',
            'objective.lambda_d', 'optim.learning_rate')
 
 
-def with_hparams(objective, hparams: Optional[Mapping[str, jax.Array]]):
+def get_field(config, key: str):
+    """The value of the dotted field `key` ('objective.beta') of `config`."""
+    for part in key.split('.'):
+        config = config[part]
+    return config
+
+
+def hyperparams(config) -> dict[str, jax.Array]:
+    """{name: [] float32} for every name in HPARAMS: the `hparams` argument of `train_step`."""
+    return {k: jnp.asarray(get_field(config, k), jnp.float32) for k in HPARAMS}
+
+
+def with_hparams(objective, hparams: Mapping[str, jax.Array]):
     """`objective` with its fields named in `hparams` ('objective.beta': []) replaced."""
-    values = {k.split('.', 1)[1]: v for k, v in (hparams or {}).items()
-              if k.startswith('objective.')}
-    if not values:
-        return objective
+    values = {k.split('.', 1)[1]: v for k, v in hparams.items() if k.startswith('objective.')}
     return types.SimpleNamespace(**dict(objective.items(), **values))
 
 
 def train_step(state: TrainState, batch: Mapping[str, jax.Array], train_key: jax.Array,
-               hparams: Optional[Mapping[str, jax.Array]] = None, *,
-               model: VAE, objective, model_config, binarize: str,
-               axis_name: str | None = AXIS) -> tuple[TrainState, Mapping[str, jax.Array]]:
+               hparams: Mapping[str, jax.Array], *, model: VAE, objective, model_config,
+               binarize: str, axis_name: str | None = AXIS
+               ) -> tuple[TrainState, Mapping[str, jax.Array]]:
     """One optimizer step on this device's share of the global batch.
 
     Args:
       state: TrainState (replicated across devices).
       batch: {'image': [b, ...], 'label': [b], 'index': [b]} for this device.
       train_key: the run's training key (same on every device).
-      hparams: optional {name in HPARAMS: [] value} overriding the config's scalars, so that a
-        vmapped sweep can give each point its own. With 'optim.learning_rate', the state's
-        optimizer must have been built with learning rate 1: every optimizer and schedule of
-        `make_optimizer` is linear in the learning rate, so the update is scaled by it.
-      model, objective, model_config, binarize: bound with functools.partial.
+      hparams: {name: [] value} for every name in HPARAMS (`hyperparams(config)`): the
+        objective's weights and the peak learning rate, as traced data.
+      model, objective, model_config, binarize: bound with functools.partial; the objective's
+        fields named in HPARAMS are taken from `hparams`, not from `objective`.
       axis_name: the device axis; gradients and metrics are `lax.pmean`-ed over it.
 
     Returns:
@@ -184,11 +215,8 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], train_key: jax
         grads = jax.lax.pmean(grads, axis_name)
         metrics = jax.lax.pmean(metrics, axis_name)
     metrics = dict(metrics, grad_norm=optax.global_norm(grads))
-    if hparams and 'optim.learning_rate' in hparams:
-        updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-        updates = jax.tree.map(lambda u: hparams['optim.learning_rate'] * u, updates)
-        return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                             opt_state=opt_state), metrics
+    state = state.replace(opt_state=set_learning_rate(state.opt_state,
+                                                      hparams['optim.learning_rate']))
     return state.apply_gradients(grads=grads), metrics
 
 
@@ -241,18 +269,24 @@ def eval_step(params: Any, batch: Mapping[str, jax.Array], eval_key: jax.Array, 
     return sums
 
 
-def pmapped_steps(model: VAE, config, devices: Sequence[jax.Device], step_fn=train_step):
+def pmapped_steps(model: VAE, config, devices: Sequence[jax.Device], step_fn=train_step,
+                  vmapped: bool = False):
     """Returns (p_train_step, p_eval_step) pmapped over `devices` with axis name 'batch'.
 
-    The state (argument 0) is donated: XLA reuses its buffers for the new state.
+    p_train(state, batch, train_key, hparams) and p_eval(params, batch, eval_key). With
+    `vmapped`, every argument has a leading axis of P points (a sweep group: state leaves
+    [devices, P, ...], batch [devices, P, b, ...], keys and hparams [P]) and one compiled step
+    trains all of them. The state (argument 0) is donated: XLA reuses its buffers.
     """
     common = dict(model=model, model_config=config.model, binarize=config.data.binarize)
     devices = pmap_devices(devices)  # with several processes: all of theirs, for global pmeans
-    p_train = jax.pmap(
-        functools.partial(step_fn, objective=config.objective, **common),
-        axis_name=AXIS, in_axes=(0, 0, None), donate_argnums=(0,), devices=devices)
-    p_eval = jax.pmap(functools.partial(eval_step, **common), axis_name=AXIS,
-                      in_axes=(0, 0, None), devices=devices)
+    train = functools.partial(step_fn, objective=config.objective, **common)
+    evaluate = functools.partial(eval_step, **common)
+    if vmapped:
+        train, evaluate = jax.vmap(train), jax.vmap(evaluate)
+    p_train = jax.pmap(train, axis_name=AXIS, in_axes=(0, 0, None, None), donate_argnums=(0,),
+                       devices=devices)
+    p_eval = jax.pmap(evaluate, axis_name=AXIS, in_axes=(0, 0, None), devices=devices)
     return p_train, p_eval
 
 

@@ -1,27 +1,45 @@
-"""Everything a run writes: checkpoints (orbax), metrics (JSONL + TensorBoard), config, images.
+"""A workdir is a contract: one run, its config, who holds it, and the history of its launches.
 
 Layout of a workdir:
-    config.json            the full config of the run
+    config.json            the config now in force (history.jsonl says since which step)
+    history.jsonl          one line per launch: step resumed from, config changes, host, time
+    .lock                  held (flock) by the process training here; names the holder
     metrics.jsonl          one JSON object per logged step: {"step": s, "split": ..., ...}
     events.out.tfevents.*  the same scalars (and image grids) for TensorBoard
     checkpoints/<step>/    orbax checkpoints, the last `keep_checkpoints` kept
+    damaged_checkpoints/   checkpoints that failed to restore, set aside (`checkpoints.py`)
     images/                PNG grids written at each eval
-Only process 0 writes metrics, images and the config; every process calls the checkpoint manager
-(orbax synchronizes them) and process 0 writes the checkpoint's arrays.
+
+A relaunch must train what the workdir already trained: `check_relaunch` refuses a config that
+differs in anything that changes the model or its training (see `ALLOWED`), before anything is
+written. Only process 0 writes the config, history, metrics and images.
 """
 
+import contextlib
+import fcntl
 import json
 import os
+import socket
+import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator
 
 import jax
-import numpy as np
-import orbax.checkpoint as ocp
-from PIL import Image
+import ml_collections
 
-from vae_jax import distributed
 from vae_jax.errors import UserError
+
+CONFIG_FILE = 'config.json'
+HISTORY_FILE = 'history.jsonl'
+LOCK_FILE = '.lock'
+
+# Config fields whose change does not alter what is trained: where and how often a run reports,
+# evaluates and checkpoints. A dotted prefix ending in '.' covers a whole group.
+ALLOWED = ('log_every', 'eval_every', 'checkpoint_every', 'keep_checkpoints', 'eval_batch_size',
+           'eval_examples', 'num_image_examples', 'data.data_dir', 'data.eval_split', 'eval.',
+           'disentanglement.')
+# The run's length: may change when the learning-rate schedule does not depend on it.
+LENGTH = ('num_steps', 'num_epochs')
 
 
 def check(workdir: str | os.PathLike) -> Path:
@@ -32,6 +50,8 @@ def check(workdir: str | os.PathLike) -> Path:
     for parent in path.parents:
         if parent.exists() and not parent.is_dir():
             raise UserError(f'workdir {path} cannot be created: {parent} is a file')
+    if path.exists() and not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f'workdir {path} is not writable')
     return path
 
 
@@ -42,8 +62,6 @@ def prepare(workdir: str | os.PathLike) -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f'cannot create workdir {path}: {e.strerror}') from None
-    if not os.access(path, os.W_OK):
-        raise UserError(f'workdir {path} is not writable')
     return path
 
 
@@ -51,91 +69,152 @@ def is_writer() -> bool:
     return jax.process_index() == 0
 
 
-def save_config(workdir: Path, config) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """Writes `text` to `path` through a temporary file and a rename: never half a file."""
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    try:
+        with open(tmp, 'w') as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def lock(path: Path) -> Iterator[None]:
+    """Holds `path/.lock` for the duration (process 0 only; others share its workdir).
+
+    An flock: the kernel releases it when the process exits in any way (kill -9 included), so
+    a crashed run leaves no stale lock. A second process gets one UserError naming the holder.
+    """
+    if not is_writer():
+        yield
+        return
+    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors='replace').strip() or 'another process'
+            raise UserError(f'{path} is in use by {holder}; wait for it to finish or stop it '
+                            f'(a workdir holds one run at a time)') from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (f'pid {os.getpid()} on {socket.gethostname()} since '
+                       f'{time.strftime("%Y-%m-%d %H:%M:%S")}\n').encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def newest_checkpoint(workdir: Path) -> int | None:
+    """The newest step under workdir/checkpoints by its name (not verified), or None."""
+    steps = [int(p.name) for p in (Path(workdir) / 'checkpoints').glob('*') if p.name.isdigit()]
+    return max(steps, default=None)
+
+
+def read_config(workdir: Path, base: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The workdir's config.json merged into `base` (fields added since take their defaults).
+
+    Raises UserError if it is missing or not a config.
+    """
+    path = Path(workdir) / CONFIG_FILE
+    if not path.is_file():
+        raise UserError(f'{workdir} is not a vae_jax run: {path} not found')
+    try:
+        saved = json.loads(path.read_text())
+        config = ml_collections.ConfigDict(base.to_dict())
+        _merge(config, saved)
+    except (ValueError, TypeError, AttributeError, KeyError) as e:
+        raise UserError(f'{path} is damaged ({type(e).__name__}: {e}); restore it from '
+                        f'history.jsonl or a backup') from None
+    return config
+
+
+def _merge(config: ml_collections.ConfigDict, saved: dict) -> None:
+    if not isinstance(saved, dict):
+        raise TypeError(f'expected a JSON object, got {type(saved).__name__}')
+    for key, value in saved.items():
+        if isinstance(value, dict) and key in config:
+            _merge(config[key], value)
+        elif key in config and isinstance(config[key], tuple):
+            config[key] = tuple(value)
+        else:
+            config[key] = value
+
+
+def flatten(config) -> dict[str, Any]:
+    """{'objective.beta': 4.0, ...}: every leaf field, values as JSON reads them back."""
+    out = {}
+
+    def walk(node, prefix):
+        for k, v in node.items():
+            if isinstance(v, dict):
+                walk(v, f'{prefix}{k}.')
+            else:
+                out[prefix + k] = v
+    walk(json.loads(config.to_json_best_effort()), '')
+    return out
+
+
+def changes(old, new) -> dict[str, tuple[Any, Any]]:
+    """{field: (old value, new value)} for every field that differs between two configs."""
+    a, b = flatten(old), flatten(new)
+    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)}
+
+
+def training_changes(diff: dict[str, tuple[Any, Any]], new) -> list[str]:
+    """The fields of `diff` that change what is trained (everything not in ALLOWED; the run's
+    length too when the learning-rate schedule depends on it)."""
+    def allowed(key):
+        if key in LENGTH:
+            return new.optim.schedule == 'constant'
+        return any(key == a or (a.endswith('.') and key.startswith(a)) for a in ALLOWED)
+    return [k for k in diff if not allowed(k)]
+
+
+def describe(diff: dict[str, tuple[Any, Any]], keys) -> str:
+    return ', '.join(f'{k} {diff[k][0]!r} -> {diff[k][1]!r}' for k in keys)
+
+
+def check_relaunch(path: Path, config, base, allow_change: bool) -> dict[str, tuple[Any, Any]]:
+    """Compares `config` with the run already in `path`; writes nothing.
+
+    Returns the changes to record ({} for a new workdir). Raises UserError naming the differing
+    fields if any changes what is trained and `allow_change` is false.
+    """
+    if not (path / CONFIG_FILE).exists():
+        return {}
+    diff = changes(read_config(path, base), config)
+    bad = training_changes(diff, config)
+    if bad and not allow_change:
+        raise UserError(f'{path} holds a run of another config ({describe(diff, bad)}); use a new '
+                        f'--workdir, or --allow_config_change to continue this run with the '
+                        f'change recorded in history.jsonl')
+    return diff
+
+
+def record_launch(path: Path, config, start_step: int, diff: dict, forced: bool) -> None:
+    """Writes config.json (the config from `start_step` on) and appends to history.jsonl."""
+    if not is_writer():
+        return
+    entry = {'time': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'host': socket.gethostname(),
+             'pid': os.getpid(), 'start_step': start_step,
+             'event': 'start' if start_step == 0 and not diff else 'resume',
+             'changes': {k: list(v) for k, v in diff.items()}}
+    if forced:
+        entry['forced'] = training_changes(diff, config)
+    with open(path / HISTORY_FILE, 'a') as f:
+        f.write(json.dumps(entry, default=str) + '\n')
+    write_atomic(path / CONFIG_FILE, config.to_json_best_effort(indent=2) + '\n')
+
+
+RUN_INFO = 'run.json'
+
+
+def save_run_info(workdir: Path, example_shape, num_classes: int) -> None:
+    """What `run.load_run` needs besides the config and the checkpoint: the data's shapes."""
     if is_writer():
-        (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2) + '\n')
-
-
-class Checkpoints:
-    """orbax CheckpointManager over `workdir/checkpoints`, keeping the last `keep` steps.
-
-    With several processes, every process must create it and call `save` with the same steps
-    (orbax synchronizes them), on a workdir they all share (checked here); process 0 alone writes
-    the arrays, which are host-local copies (numpy) of a state that is the same everywhere.
-    """
-
-    def __init__(self, workdir: Path, keep: int, read_only: bool = False):
-        if not read_only:
-            distributed.check_shared_dir(workdir)
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
-                                               read_only=read_only)
-        self.manager = ocp.CheckpointManager(workdir / 'checkpoints', options=options)
-
-    def latest_step(self) -> int | None:
-        return self.manager.latest_step()
-
-    def restore(self, target: Any, step: int | None = None) -> Any:
-        """Restores into the structure (and dtypes) of `target`; latest step by default."""
-        step = self.manager.latest_step() if step is None else step
-        if jax.process_count() > 1:  # every process reads the whole (small) state as numpy
-            target = jax.device_get(target)
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-        return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
-
-    def save(self, step: int, state: Any) -> None:
-        # orbax refuses host-local jax.Arrays (one device's copy) when there are several
-        # processes; numpy arrays it treats as replicated and writes from process 0 only.
-        self.manager.save(step, args=ocp.args.StandardSave(jax.device_get(state)), force=True)
-
-    def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
-
-
-class MetricWriter:
-    """Writes scalars to metrics.jsonl and TensorBoard event files (tensorboardX, no TensorFlow).
-
-    On resume from step s, JSONL lines of steps > s (written after the last checkpoint by the
-    interrupted run) are dropped, so the file reads as one uninterrupted run.
-    """
-
-    def __init__(self, workdir: Path, start_step: int | None):
-        """`start_step`: the step training resumes from; None (evaluation) appends only."""
-        self.enabled = is_writer()
-        self.path = workdir / 'metrics.jsonl'
-        self.image_dir = workdir / 'images'
-        if not self.enabled:
-            return
-        if self.path.exists() and start_step is not None:
-            kept = [l for l in self.path.read_text().splitlines()
-                    if l.strip() and json.loads(l)['step'] <= start_step]
-            self.path.write_text(''.join(l + '\n' for l in kept))
-        from tensorboardX import SummaryWriter  # imported lazily: only process 0 needs it
-        self.tb = SummaryWriter(str(workdir), purge_step=start_step or None)
-        self.file = self.path.open('a')
-
-    def scalars(self, step: int, split: str, values: Mapping[str, float],
-                jsonl: bool = True) -> None:
-        if not self.enabled:
-            return
-        values = {k: float(v) for k, v in values.items()}
-        if jsonl:
-            self.file.write(json.dumps({'step': step, 'split': split, **values}) + '\n')
-            self.file.flush()
-        for k, v in values.items():
-            self.tb.add_scalar(f'{split}/{k}', v, step)
-
-    def image(self, step: int, name: str, grid: np.ndarray) -> None:
-        """grid: [h, w, c] float in [0, 1]; written as images/<name>_<step>.png and to TensorBoard."""
-        if not self.enabled:
-            return
-        self.image_dir.mkdir(exist_ok=True)
-        pixels = np.asarray(np.clip(grid, 0, 1) * 255 + 0.5, np.uint8)
-        Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(
-            self.image_dir / f'{name}_{step:07d}.png')
-        self.tb.add_image(name, pixels, step, dataformats='HWC')
-
-    def close(self) -> None:
-        if self.enabled:
-            self.file.close()
-            self.tb.close()
+        info = {'example_shape': list(example_shape), 'num_classes': int(num_classes)}
+        write_atomic(workdir / RUN_INFO, json.dumps(info) + '\n')

@@ -21,6 +21,7 @@ from vae_jax.data.ground_truth import as_ground_truth
 from vae_jax.evaluate import latents, pictures
 from vae_jax.evaluate.disentanglement import METRIC_NAMES, compute_metrics
 from vae_jax.results import flat_scalars
+from vae_jax.workdir import write_atomic
 
 # Examples encoded per call; every call is padded to it, so encode compiles once. The metrics
 # are asked to call `represent` with chunks of the same size, so no call is split and padded.
@@ -107,7 +108,7 @@ def evaluate_and_write(model, params, config, train_source, eval_source, workdir
         path.parent.mkdir(exist_ok=True)
         if path.is_file():  # e.g. written by --mode=eval: keep its other results
             results = dict(json.loads(path.read_text()), **results)
-        path.write_text(json.dumps(results, indent=2) + '\n')
+        write_atomic(path, json.dumps(results, indent=2) + '\n')
         writer.scalars(step, 'disentanglement', flat_scores(results['disentanglement']),
                        jsonl=False)
         writer.image(step, 'traversal', traversal(model, params, config, eval_source,
@@ -127,7 +128,7 @@ def evaluate_workdir(workdir, step: Optional[int] = None) -> dict[str, Any]:
     from vae_jax.data.registry import make_sources
     from vae_jax.errors import UserError
     from vae_jax.run import load_run
-    from vae_jax.workdir import MetricWriter
+    from vae_jax.metric_writer import MetricWriter
     run = load_run(workdir, step)
     train_source, eval_source = make_sources(run.config.data, run.config.seed)
     if as_ground_truth(train_source) is None:

@@ -5,6 +5,7 @@ tag prefix `report/`, leaving the training metrics (metrics.jsonl) untouched.
 """
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -22,7 +23,8 @@ from vae_jax.evaluate import downstream, images, latents, likelihood, pictures
 from vae_jax.run import Run, load_run
 from vae_jax.train import EVAL, SAMPLE, run_keys, wanted_metrics
 from vae_jax.results import flat_scalars
-from vae_jax.workdir import MetricWriter
+from vae_jax.metric_writer import MetricWriter
+from vae_jax.workdir import write_atomic
 
 # The out-of-distribution test set for each in-distribution dataset (same 28x28x1 shape).
 OOD_DATASET = {'mnist': 'fashion_mnist', 'binarized_mnist': 'fashion_mnist',
@@ -141,6 +143,13 @@ def evaluate_run(workdir: str | Path, *, iwae_samples: Optional[int] = None,
     """
     run = load_run(workdir, step)
     config = run.config
+    for target in (run.workdir, run.workdir / 'results', run.workdir / 'images'):
+        if target.exists() and not os.access(target, os.W_OK | os.X_OK):
+            raise UserError(f'cannot write the evaluation: {target} is not writable (copy the '
+                            f'run somewhere writable, or evaluate it in a notebook: '
+                            f'vae_jax.load_run)')
+    if max_examples is not None and max_examples < 1:
+        raise UserError(f'--eval_examples must be >= 1, got {max_examples}')
     if iwae_samples is not None:
         if iwae_samples < 1:
             raise UserError(f'--iwae_samples must be >= 1, got {iwae_samples}')
@@ -186,7 +195,7 @@ def evaluate_run(workdir: str | Path, *, iwae_samples: Optional[int] = None,
     out_dir = run.workdir / 'results'
     out_dir.mkdir(exist_ok=True)
     path = out_dir / f'eval_{run.step:07d}.json'
-    path.write_text(json.dumps(results, indent=2) + '\n')
+    write_atomic(path, json.dumps(results, indent=2) + '\n')
     writer = MetricWriter(run.workdir, start_step=None)
     try:
         writer.scalars(run.step, 'report', flat_scalars(results), jsonl=False)

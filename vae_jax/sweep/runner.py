@@ -7,7 +7,10 @@ A point is finished when its `sweep_status.json` says "done" (written only after
 
     sweep.json                 the config file and argument, command-line overrides, the points
     <name>/                    the point's ordinary workdir (config.json, metrics.jsonl, ...)
-    <name>/sweep_status.json   {"status": "started" | "done" | "failed", "error": ..., ...}
+    <name>/sweep_status.json   {"status": "started" | "done" | "failed" | "preempted", ...}
+
+A SIGTERM/SIGINT stops the sweep after the running point saved a checkpoint (`Preempted`
+propagates); relaunching the sweep resumes that point.
 """
 
 import copy
@@ -22,7 +25,10 @@ from typing import Any, Callable, Mapping, Sequence
 from absl import logging
 
 from vae_jax import train as train_lib, workdir as workdir_lib
+from vae_jax.configs import base_config
 from vae_jax.errors import UserError
+from vae_jax.preemption import Preempted
+from vae_jax.steps import get_field
 from vae_jax.sweep.define import Point
 from vae_jax.sweep.summary import last_eval
 
@@ -67,13 +73,6 @@ def apply_overrides(config, overrides: Mapping[str, Any]):
     return config
 
 
-def get_field(config, key: str):
-    """The value of the dotted field `key` ('objective.beta') of `config`."""
-    for part in key.split('.'):
-        config = config[part]
-    return config
-
-
 def point_configs(config, points: Sequence[Point]) -> list:
     """The config of every point; UserError naming the first point whose overrides do not apply."""
     out = []
@@ -108,21 +107,25 @@ def read_status(workdir: Path) -> dict | None:
         return None
 
 
-def _config_differences(workdir: Path, config) -> list[str]:
-    """Fields (present in both) where the run saved in `workdir` differs from `config`."""
+def refusal(workdir: Path, config) -> str | None:
+    """Why `workdir` cannot train `config` (it holds a run of another config), or None."""
     try:
-        saved = json.loads((workdir / 'config.json').read_text())
-    except (OSError, ValueError):
-        return []
-    wanted = json.loads(config.to_json_best_effort())
+        workdir_lib.check_relaunch(workdir_lib.check(workdir), config, base_config(),
+                                   allow_change=False)
+    except UserError as e:
+        return f'{e}; delete it or use another sweep root'
+    return None
 
-    def walk(a, b, prefix):
-        for k in a.keys() & b.keys():
-            if isinstance(a[k], dict) and isinstance(b[k], dict):
-                yield from walk(a[k], b[k], f'{prefix}{k}.')
-            elif a[k] != b[k]:
-                yield f'{prefix}{k}: {a[k]!r} there, {b[k]!r} now'
-    return sorted(walk(saved, wanted, ''))
+
+def finished(workdir: Path, status: dict, config) -> bool:
+    """The point is done and its config is exactly `config` (an allowed change, such as more
+    steps or other eval settings, makes it run again: training resumes where it stopped)."""
+    if status.get('status') != 'done':
+        return False
+    try:
+        return not workdir_lib.changes(workdir_lib.read_config(workdir, base_config()), config)
+    except UserError:
+        return False
 
 
 def _now() -> str:
@@ -132,13 +135,11 @@ def _now() -> str:
 def run_point(point: Point, config, workdir: Path, train_fn: Callable) -> Outcome:
     """Trains one point unless it is finished; never raises for a failing point."""
     status = read_status(workdir) or {}
-    differences = _config_differences(workdir, config)
-    if differences:
-        error = (f'{workdir} holds a run of another config ({"; ".join(differences[:3])}); '
-                 f'delete it or use another sweep root')
+    error = refusal(workdir, config)
+    if error:
         logging.error('sweep point %d (%s): %s', point.index, point.name, error)
         return Outcome(point, 'failed', error=error)
-    if status.get('status') == 'done':
+    if finished(workdir, status, config):
         logging.info('sweep point %d (%s): finished before, skipped', point.index, point.name)
         return Outcome(point, 'done', skipped=True, wall_s=status.get('wall_s'))
     record = {'index': point.index, 'name': point.name, 'overrides': point.overrides,
@@ -153,6 +154,11 @@ def run_point(point: Point, config, workdir: Path, train_fn: Callable) -> Outcom
             _write_json(workdir / STATUS_FILE, record)
         train_fn(config, str(workdir))
         outcome = Outcome(point, 'done')
+    except Preempted:
+        if writer:
+            record.update(status='preempted', finished=_now())
+            _write_json(workdir / STATUS_FILE, record)
+        raise  # the sweep stops here; a relaunch resumes this point
     except Exception as e:  # any failure of one point must not stop the sweep
         error = str(e) if isinstance(e, UserError) else f'{type(e).__name__}: {e}'
         if isinstance(e, UserError):

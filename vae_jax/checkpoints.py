@@ -1,0 +1,161 @@
+"""Checkpoints that survive the machine: orbax saves with a checksum, restored defensively.
+
+Every checkpoint holds the state (`ocp.args.StandardSave`) and an integrity record
+(`ocp.args.JsonSave`: the step and a CRC-32 of every array's bytes). orbax writes a checkpoint
+into a temporary directory and renames it when complete, so a process killed during a save
+leaves no half checkpoint under its step; what it cannot see is a file damaged or deleted
+afterwards (a torn write on NFS, a full disk, a user's `rm`). On restore the checksum of what
+was read must equal the recorded one; a checkpoint that fails to read or to match is moved to
+`<workdir>/damaged_checkpoints/` (never deleted) with a warning, and the next newest is tried.
+
+With several processes, every process creates the manager and calls `save` with the same steps
+(orbax synchronizes them) on a workdir they all share; process 0 alone writes the arrays, which
+are host-local copies (numpy) of a state that is the same everywhere.
+"""
+
+import shutil
+import time
+import zlib
+from pathlib import Path
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+
+from vae_jax import distributed
+from vae_jax.errors import UserError
+
+DAMAGED_DIR = 'damaged_checkpoints'
+
+
+def checksum(tree: Any) -> str:
+    """CRC-32 over every leaf's shape and bytes, in tree order (hex).
+
+    Integers count as int64: a Python-int leaf of a template (flax's initial `step`) comes back
+    from orbax as int64 where the saved state had int32.
+    """
+    crc = 0
+    for leaf in jax.tree.leaves(tree):
+        a = np.asarray(leaf)
+        a = np.ascontiguousarray(a.astype(np.int64) if a.dtype.kind in 'iub' else a)
+        crc = zlib.crc32(f'{a.dtype.str}{a.shape}'.encode(), crc)
+        crc = zlib.crc32(a.view(np.uint8).reshape(-1) if a.size else b'', crc)
+    return f'{crc:08x}'
+
+
+class Checkpoints:
+    """orbax CheckpointManager over `workdir/checkpoints`, keeping the last `keep` steps."""
+
+    def __init__(self, workdir: Path, keep: int, read_only: bool = False):
+        self.workdir = Path(workdir)
+        if not read_only:
+            distributed.check_shared_dir(self.workdir)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=not read_only, read_only=read_only,
+            cleanup_tmp_directories=not read_only)
+        self.manager = ocp.CheckpointManager(self.workdir / 'checkpoints', options=options)
+        self.pending: int | None = None  # the step of a save that may still be in flight
+
+    def steps(self) -> list[int]:
+        """The complete checkpoints' steps, newest first (not yet verified)."""
+        return sorted(self.manager.all_steps(), reverse=True)
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def read(self, target: Any, step: int) -> Any:
+        """The checkpoint of `step` in the structure (and dtypes) of `target`.
+
+        Raises DamagedCheckpoint if it cannot be read or its checksum does not match.
+        """
+        if jax.process_count() > 1:  # every process reads the whole (small) state as numpy
+            target = jax.device_get(target)
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), integrity=ocp.args.JsonRestore()))
+        except Exception as e:  # orbax/tensorstore raise many types for missing or torn files
+            raise DamagedCheckpoint(f'unreadable ({type(e).__name__}: '
+                                    f'{_first_line(e)})') from None
+        record = restored['integrity'] or {}
+        got = checksum(restored['state'])
+        if record.get('step') != step or record.get('checksum') != got:
+            raise DamagedCheckpoint(f'checksum {got} does not match the recorded '
+                                    f'{record.get("checksum")} of step {record.get("step")}')
+        return restored['state']
+
+    def set_aside(self, step: int, reason: str) -> None:
+        """Moves checkpoint `step` to <workdir>/damaged_checkpoints/ (process 0; all wait)."""
+        logging.warning('checkpoint of step %d in %s skipped: %s; moved to %s/', step,
+                        self.workdir, reason, DAMAGED_DIR)
+        if jax.process_index() == 0:
+            target = self.workdir / DAMAGED_DIR / f'{step}.{time.strftime("%Y%m%dT%H%M%S")}'
+            target.parent.mkdir(exist_ok=True)
+            shutil.move(str(self.workdir / 'checkpoints' / str(step)), str(target))
+        distributed.barrier(f'set_aside_{step}')
+        self.manager.reload()
+
+    def restore_newest(self, target: Any, steps: Sequence[int] | None = None
+                       ) -> tuple[Any, int | None]:
+        """(state, step) of the newest good checkpoint among `steps` (default: all), setting
+        aside damaged ones on the way; (target, None) if none is usable."""
+        for step in (self.steps() if steps is None else sorted(steps, reverse=True)):
+            try:
+                return self.read(target, step), step
+            except DamagedCheckpoint as e:
+                self.set_aside(step, str(e))
+        return target, None
+
+    def save(self, step: int, state: Any) -> None:
+        """Starts an (asynchronous) save of `state` as checkpoint `step`.
+
+        Raises UserError if a previous save failed (disk full, no permission); the checkpoints
+        written before it stay as they were.
+        """
+        self.wait()
+        # Copies, not views of device buffers: the next step donates those while orbax writes.
+        host = jax.tree.map(lambda x: np.array(x, copy=True), jax.device_get(state))
+        # orbax refuses host-local jax.Arrays (one device's copy) when there are several
+        # processes; numpy arrays it treats as replicated and writes from process 0 only.
+        try:
+            self.manager.save(step, force=True, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(host),
+                integrity=ocp.args.JsonSave({'step': step, 'checksum': checksum(host)})))
+        except Exception as e:
+            raise self._save_error(step, e) from None
+        self.pending = step
+
+    def wait(self) -> None:
+        """Blocks until the save in flight (if any) is on disk; UserError if it failed."""
+        if self.pending is None:
+            return
+        step, self.pending = self.pending, None
+        try:
+            self.manager.wait_until_finished()
+            self.manager.check_for_errors()
+        except Exception as e:
+            raise self._save_error(step, e) from None
+
+    def _save_error(self, step: int, e: Exception) -> UserError:
+        self.manager.reload()
+        kept = [s for s in self.steps() if s != step]
+        return UserError(f'could not write the checkpoint of step {step} in {self.workdir}: '
+                         f'{_first_line(e)}; the newest checkpoint left is '
+                         f'{kept[0] if kept else "none"}')
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self.manager.close()
+
+
+class DamagedCheckpoint(Exception):
+    """A checkpoint that cannot be read or whose contents do not match its checksum."""
+
+
+def _first_line(e: Exception) -> str:
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    return lines[0][:300] if lines else type(e).__name__
