@@ -1,19 +1,20 @@
 """Kill-and-resume soak: a run killed N times at random moments ends as if never interrupted.
 
-    python benchmarks/kill_resume_soak.py                     # 20 kills of a toy 2-D run
+    python benchmarks/kill_resume_soak.py                     # 20 signals to a toy 2-D run
     python benchmarks/kill_resume_soak.py --kills 30 --vmap   # a vmapped sweep group of 3
     python benchmarks/kill_resume_soak.py --sigterm 0.25      # a quarter of them SIGTERM
 
 Trains the reference once without interruption, then the same command again and again in a
 second workdir, sending each launch SIGKILL (or SIGTERM) after a random delay, until N signals
 have landed on a training process; then lets it finish. Checkpoints are written every 10 steps
-(about every 30 ms here), so many kills land while orbax is writing one: those are counted from
+(every few tens of ms), so many kills land while orbax is writing one: those are counted from
 the `*.orbax-checkpoint-tmp*` directory a kill leaves. At the end it checks, for every point:
 the final checkpoint equals the reference's bit for bit, and metrics.jsonl and the TensorBoard
 events (read back with TensorBoard's purge rule) hold every logged step once.
 """
 
 import argparse
+import json
 import os
 import random
 import signal
@@ -26,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / 'tests'))
 
-ARGS = ['--config.num_steps=3000', '--config.checkpoint_every=10', '--config.log_every=50',
+ARGS = ['--config.num_steps=6000', '--config.checkpoint_every=10', '--config.log_every=50',
         '--config.eval_every=500', '--config.keep_checkpoints=2', '--config.batch_size=64']
 
 
@@ -70,8 +71,9 @@ def main():
         launches += 1
         proc = subprocess.Popen(command(soak, a.vmap), env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
-        # Imports and compilation take ~4 s; training the whole run ~reference_s - 4.
-        time.sleep(rng.uniform(3.0, max(4.0, reference_s)))
+        # Start-up (imports, data, restore, compilation) takes about 3.5 s here: some kills
+        # land during it, most during training, many of those during a save.
+        time.sleep(rng.uniform(2.5, 7.0))
         term = rng.random() < a.sigterm
         if proc.poll() is not None:  # finished before the signal: start the count again
             print(f'launch {launches}: finished before its signal (exit {proc.returncode})')
@@ -108,11 +110,14 @@ def main():
             steps == [r['step'] for r in rows if r['split'] == tag.split('/')[0]]
             for tag, steps in tb.items())
         logs_ok += once
+    history = [json.loads(l) for l in (run_dirs(soak, a.vmap)[0] / 'history.jsonl')
+               .read_text().splitlines()]
+    print(f'resumed from steps: {[h["start_step"] for h in history]}')
     print()
     print('| run | signals | SIGKILL during a save | SIGTERM | launches | bit-identical points '
           '| logs: every step once |')
     print('|---|---|---|---|---|---|---|')
-    print(f'| {"vmapped group of 3" if a.vmap else "toy 2-D, 3000 steps"} | {landed} | '
+    print(f'| {"vmapped group of 3" if a.vmap else "toy 2-D, 6000 steps"} | {landed} | '
           f'{during_save} | {sigterms} | {launches + 1} | {identical}/{len(points)} | '
           f'{logs_ok}/{len(points)} |')
     print(f'wall time {time.perf_counter() - t0:.0f} s')
