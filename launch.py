@@ -2,7 +2,7 @@
 
     python launch.py --config=experiments/beta_vae.py:quick --workdir=runs/beta_quick
     python launch.py --config=experiments/vae.py --config.objective.beta=2 --workdir=runs/vae
-    python launch.py --config=experiments/vae.py --config.num_epochs=40 --workdir=runs/vae  # more
+    python launch.py --config=experiments/vae.py --config.num_epochs=40 --workdir=runs/vae
     python launch.py --config=... --config.objective.beta=4 --allow_config_change --workdir=...
     python launch.py --mode=eval --workdir=runs/vae [--iwae_samples=5000] [--eval_examples=N]
     python launch.py --mode=metrics --workdir=runs/beta_quick

@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from absl import app  # noqa: E402
 
 import launch  # noqa: E402
-from vae_jax import checkpoints, train  # noqa: E402
+from vae_jax import checkpoints  # noqa: E402
+from vae_jax.data import pipeline  # noqa: E402
 
 
 def install(fault: str) -> None:
@@ -37,7 +38,7 @@ def install(fault: str) -> None:
                 os.kill(os.getpid(), signal.SIGKILL)
         checkpoints.Checkpoints.save = killing_save
     elif kind == 'term_at_step':
-        batches = train.pipeline.train_batches
+        batches = pipeline.train_batches
 
         def terminating_batches(*args, start_step, **kwargs):
             for step, batch in enumerate(batches(*args, start_step=start_step, **kwargs),
@@ -45,7 +46,7 @@ def install(fault: str) -> None:
                 if step == n:
                     os.kill(os.getpid(), signal.SIGTERM)
                 yield batch
-        train.pipeline.train_batches = terminating_batches
+        pipeline.train_batches = terminating_batches
     else:
         raise ValueError(f'unknown fault {fault!r}')
 

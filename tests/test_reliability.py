@@ -26,7 +26,6 @@ from vae_jax.errors import UserError
 from vae_jax.metric_writer import read_metrics
 from vae_jax.run import load_run
 from vae_jax.sweep import expand, product, run_sweep, sweep
-from vae_jax.sweep.runner import apply_overrides
 
 TOY = ['--config=experiments/toy2d.py', '--config.num_steps=40', '--config.checkpoint_every=10',
        '--config.log_every=5', '--config.eval_every=20', '--config.batch_size=64',
@@ -188,7 +187,7 @@ def test_damaged_newest_checkpoint_is_skipped_in_eval_and_training(reference, tm
 
     state = train.train_and_evaluate(toy_config(num_steps=40), run)
     assert_same_state(state, ref_state)  # resumed from 20 and retrained 21..40 exactly
-    set_aside = list((run / 'damaged_checkpoints').iterdir())
+    set_aside = list((run / 'checkpoints_set_aside').iterdir())
     assert len(set_aside) == 1 and set_aside[0].name.startswith('30.')
     history = [json.loads(l) for l in (run / 'history.jsonl').read_text().splitlines()]
     assert history[-1]['start_step'] == 20

@@ -16,6 +16,7 @@ from PIL import Image
 from conftest import REPO
 from experiments import toy2d
 from vae_jax import train
+from vae_jax.data import pipeline
 from vae_jax.errors import UserError
 from vae_jax.run import load_run
 from vae_jax.sweep import (apply_overrides, chain, expand, load_sweep, product, read_status,
@@ -192,14 +193,14 @@ def test_interrupted_point_resumes_from_its_checkpoint(tiny_sweep, tmp_path, mon
     shutil.rmtree(point / 'checkpoints' / '6')
     status = read_status(point)
     (point / 'sweep_status.json').write_text(json.dumps({**status, 'status': 'started'}))
-    real_batches = train.pipeline.train_batches
+    real_batches = pipeline.train_batches
     drawn = []
 
     def counting_batches(*args, **kwargs):
         for batch in real_batches(*args, **kwargs):
             drawn.append(batch)
             yield batch
-    monkeypatch.setattr(train.pipeline, 'train_batches', counting_batches)
+    monkeypatch.setattr(pipeline, 'train_batches', counting_batches)
     (outcome,) = run_sweep(tiny_config(), POINTS, tmp_path, only=3)
     assert outcome.status == 'done' and not outcome.skipped
     assert len(drawn) == 3  # steps 4-6 only: it resumed from the step-3 checkpoint

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from vae_jax import base_config, train
-from vae_jax.data import registry
+from vae_jax.data import pipeline, registry
 from vae_jax.errors import UserError
 
 
@@ -63,7 +63,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted_run(tfds_dir, tmp_path
     config = tiny_config(tfds_dir, **overrides)
     full = train.train_and_evaluate(config, tmp_path / 'full')
 
-    real_batches = train.pipeline.train_batches
+    real_batches = pipeline.train_batches
 
     def crashing_batches(*args, **kwargs):  # the process dies at step 14, after the step-10 save
         for i, batch in enumerate(real_batches(*args, **kwargs)):
@@ -71,10 +71,10 @@ def test_interrupted_and_resumed_run_equals_uninterrupted_run(tfds_dir, tmp_path
                 raise Interrupted
             yield batch
 
-    monkeypatch.setattr(train.pipeline, 'train_batches', crashing_batches)
+    monkeypatch.setattr(pipeline, 'train_batches', crashing_batches)
     with pytest.raises(Interrupted):
         train.train_and_evaluate(config, tmp_path / 'resumed')
-    monkeypatch.setattr(train.pipeline, 'train_batches', real_batches)
+    monkeypatch.setattr(pipeline, 'train_batches', real_batches)
     resumed = train.train_and_evaluate(config, tmp_path / 'resumed')
 
     assert int(resumed.step) == int(full.step) == 20

@@ -6,7 +6,7 @@ into a temporary directory and renames it when complete, so a process killed dur
 leaves no half checkpoint under its step; what it cannot see is a file damaged or deleted
 afterwards (a torn write on NFS, a full disk, a user's `rm`). On restore the checksum of what
 was read must equal the recorded one; a checkpoint that fails to read or to match is moved to
-`<workdir>/damaged_checkpoints/` (never deleted) with a warning, and the next newest is tried.
+`<workdir>/checkpoints_set_aside/` (never deleted) with a warning, and the next newest is tried.
 
 With several processes, every process creates the manager and calls `save` with the same steps
 (orbax synchronizes them) on a workdir they all share; process 0 alone writes the arrays, which
@@ -27,7 +27,7 @@ from absl import logging
 from vae_jax import distributed
 from vae_jax.errors import UserError
 
-DAMAGED_DIR = 'damaged_checkpoints'
+SET_ASIDE_DIR = 'checkpoints_set_aside'
 
 
 def checksum(tree: Any) -> str:
@@ -87,11 +87,11 @@ class Checkpoints:
         return restored['state']
 
     def set_aside(self, step: int, reason: str) -> None:
-        """Moves checkpoint `step` to <workdir>/damaged_checkpoints/ (process 0; all wait)."""
+        """Moves checkpoint `step` to <workdir>/checkpoints_set_aside/ (process 0; all wait)."""
         logging.warning('checkpoint of step %d in %s skipped: %s; moved to %s/', step,
-                        self.workdir, reason, DAMAGED_DIR)
+                        self.workdir, reason, SET_ASIDE_DIR)
         if jax.process_index() == 0:
-            target = self.workdir / DAMAGED_DIR / f'{step}.{time.strftime("%Y%m%dT%H%M%S")}'
+            target = self.workdir / SET_ASIDE_DIR / f'{step}.{time.strftime("%Y%m%dT%H%M%S")}'
             target.parent.mkdir(exist_ok=True)
             shutil.move(str(self.workdir / 'checkpoints' / str(step)), str(target))
         distributed.barrier(f'set_aside_{step}')

@@ -7,7 +7,7 @@ Layout of a workdir:
     metrics.jsonl          one JSON object per logged step: {"step": s, "split": ..., ...}
     events.out.tfevents.*  the same scalars (and image grids) for TensorBoard
     checkpoints/<step>/    orbax checkpoints, the last `keep_checkpoints` kept
-    damaged_checkpoints/   checkpoints that failed to restore, set aside (`checkpoints.py`)
+    checkpoints_set_aside/ checkpoints skipped on restore: damaged, or ahead of a group's others
     images/                PNG grids written at each eval
 
 A relaunch must train what the workdir already trained: `check_relaunch` refuses a config that

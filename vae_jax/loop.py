@@ -1,0 +1,175 @@
+"""The training loop proper: steps, logging, NaN checks, evals, images and checkpoints.
+
+`Loop` serves one run and a vmapped group of sweep points alike (`points.Points`); everything
+before it (validation, the lock, restoring) is `train.train_points`'s.
+"""
+
+import contextlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from vae_jax import objectives
+from vae_jax.data import pipeline
+from vae_jax.evaluate import images
+from vae_jax.models import VAE
+from vae_jax.points import Points
+from vae_jax.preemption import Preempted, StopRequest
+from vae_jax.steps import TrainState, pmapped_steps, replicate, unreplicate
+
+
+def evaluate(p_eval, rparams, points: Points, eval_sources, key, devices) -> list[dict]:
+    """Each point's mean -ELBO, reconstruction and KL (nats per example) over its eval split.
+
+    `rparams` are the parameters replicated over `devices`, as the train step returns them;
+    `key` the eval key (one per point, stacked, when vmapped).
+    """
+    config = points.configs[0]
+    kw = dict(global_batch=config.eval_batch_size, local_device_count=len(devices),
+              process_index=jax.process_index(), process_count=jax.process_count(),
+              max_examples=config.eval_examples or None)
+    totals = None
+    for batches in zip(*[pipeline.eval_batches(s, **kw) for s in eval_sources]):
+        sums = p_eval(rparams, points.join_batches(batches), key)
+        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    totals = jax.device_get(unreplicate(totals))
+    return [{k: float(v / t['count']) for k, v in t.items() if k != 'count'}
+            for t in points.split(totals)]
+
+
+def image_grids(model: VAE, state: TrainState, source, config, key) -> dict[str, np.ndarray]:
+    """Inputs above reconstructions (posterior means), and decoded prior samples."""
+    if len(source.example_shape) != 3:
+        return {}
+    lik = config.model.likelihood
+    n = config.num_image_examples
+    # Spread over the split: dSprites' eval set is sorted by factor, so its first rows would all
+    # be small squares.
+    batch = source.get_batch(np.linspace(0, source.num_examples - 1, n).astype(np.int64))
+    x, y = jnp.asarray(batch['image']), jnp.asarray(batch['label'])
+    variables = {'params': state.params}
+    mean, _ = model.apply(variables, x, y, method=model.encode)
+    recon = objectives.likelihood_mean(model.apply(variables, mean, y, method=model.decode), lik)
+    rows = source.num_classes if config.model.conditional else 8
+    labels = jnp.repeat(jnp.arange(rows), 8) if config.model.conditional else jnp.zeros(64, int)
+    z = jax.random.normal(key, (len(labels), config.model.latents))
+    samples = objectives.likelihood_mean(model.apply(variables, z, labels, method=model.decode), lik)
+    return {'reconstructions': images.side_by_side(np.asarray(x), np.asarray(recon)),
+            'samples': images.grid(np.asarray(samples), rows=rows)}
+
+
+class Loop:
+    """The training loop's state between steps: what it logs, evaluates and saves, per point."""
+
+    def __init__(self, points: Points, model: VAE, devices, sources, keys: dict, ckpts,
+                 writers, total: int, eval_every: int):
+        """keys: {'train', 'eval', 'sample'}: one key per point each."""
+        self.points, self.model, self.devices = points, model, devices
+        self.sources, self.keys, self.ckpts, self.writers = sources, keys, ckpts, writers
+        self.total, self.eval_every = total, eval_every
+        self.config = points.configs[0]
+        self.errors: list[str | None] = [None] * len(points)
+        self.last_ckpt: list[int | None] = [None] * len(points)
+        self.p_train, self.p_eval = pmapped_steps(model, self.config, devices,
+                                                  vmapped=points.vmapped)
+        self.train_key = points.join(keys['train'])
+        self.eval_key = points.join(keys['eval'])
+        self.hparams = points.hparams()
+        if points.vmapped and self.config.model.encoder == 'conv' and jax.default_backend() == 'cpu':
+            # benchmarks/vmapped_sweep.py --step_only: 8 dSprites conv points, 2.1 point-steps/s
+            # vmapped against 9.2 one by one.
+            logging.warning('vmapping a conv model over %d points makes grouped convolutions, '
+                            'which XLA:CPU runs about 4x slower than separate runs; on a CPU, '
+                            'sweep conv models without --sweep_vmap', len(points))
+
+    def live(self) -> list[int]:
+        return [p for p in range(len(self.points)) if self.errors[p] is None]
+
+    def run(self, state: TrainState, start: int, stack: contextlib.ExitStack) -> TrainState:
+        """Trains from step `start` to the end; returns the final (unreplicated) state."""
+        self.last_ckpt = [start or None] * len(self.points)
+        rstate = replicate(state, self.devices)
+        common = dict(global_batch=self.config.batch_size, start_step=start,
+                      num_steps=self.total - start, local_device_count=len(self.devices),
+                      process_index=jax.process_index(), process_count=jax.process_count())
+        streams = [pipeline.train_batches(s[0], seed=c.seed, **common)
+                   for s, c in zip(self.sources, self.points.configs)]
+        for s in streams:
+            stack.callback(s.close)
+        stop = stack.enter_context(StopRequest())
+        self.history, self.t0, self.s0 = [], time.perf_counter(), start
+        for step in range(start + 1, self.total + 1):
+            batch = self.points.join_batches([next(s) for s in streams])
+            rstate, metrics = self.p_train(rstate, batch, self.train_key, self.hparams)
+            self.history.append((step, metrics))
+            do_eval = step % self.eval_every == 0 or step == self.total
+            do_ckpt = step % self.config.checkpoint_every == 0 or step == self.total
+            do_log = step % self.config.log_every == 0 or do_eval or do_ckpt
+            stopping = stop.requested(at_log_step=do_log)
+            if do_log or stopping:
+                self.log(step)
+                if not self.live():
+                    break
+            if do_eval and not stopping:
+                self.evaluate(step, rstate)
+            if do_ckpt or stopping:
+                self.save(step, unreplicate(rstate))
+            if stopping:
+                for ck in self.ckpts:
+                    ck.wait()
+                raise Preempted(stop.signum, step)
+        return unreplicate(rstate)
+
+    def log(self, step: int) -> None:
+        """Writes each live point's mean metrics over the window; stops points whose loss is
+        not finite."""
+        history = [(s, jax.tree.map(lambda v: np.asarray(v[0]), m))
+                   for s, m in jax.device_get(self.history)]
+        losses = []
+        for p in self.live():
+            rows = [(s, {k: float(v[p] if self.points.vmapped else v) for k, v in m.items()})
+                    for s, m in history]
+            bad = next(((s, m['loss']) for s, m in rows if not np.isfinite(m['loss'])), None)
+            if bad is not None:
+                kept = (f'the checkpoint of step {self.last_ckpt[p]} is kept'
+                        if self.last_ckpt[p] is not None else 'no checkpoint was written')
+                self.errors[p] = (f'loss became {bad[1]} at step {bad[0]}; training stopped and '
+                                  f'{kept} (try a lower optim.learning_rate or optim.grad_clip)')
+                logging.error('%s: %s', self.ckpts[p].workdir, self.errors[p])
+                continue
+            window = {k: float(np.mean([m[k] for _, m in rows])) for k in rows[-1][1]}
+            self.writers[p].scalars(step, 'train', window)
+            self.writers[p].flush()
+            losses.append(window['loss'])
+        rate = (step - self.s0) / (time.perf_counter() - self.t0)
+        eta = time.strftime('%H:%M:%S', time.gmtime((self.total - step) / rate))
+        loss = (f'loss {losses[0]:.3f}' if len(losses) == 1 else
+                f'{len(losses)} points, loss {min(losses, default=np.nan):.3f}..'
+                f'{max(losses, default=np.nan):.3f}')
+        logging.info('step %d/%d | %s | %.1f steps/s, %.0f examples/s | ETA %s', step,
+                     self.total, loss, rate, rate * self.config.batch_size * len(losses), eta)
+        self.history, self.t0, self.s0 = [], time.perf_counter(), step
+
+    def evaluate(self, step: int, rstate: TrainState) -> None:
+        results = evaluate(self.p_eval, rstate.params, self.points,
+                           [s[1] for s in self.sources], self.eval_key, self.devices)
+        states = self.points.split(unreplicate(rstate))
+        for p in self.live():
+            self.writers[p].scalars(step, 'eval', results[p])
+            for name, grid in image_grids(self.model, states[p], self.sources[p][1],
+                                          self.points.configs[p],
+                                          self.keys['sample'][p]).items():
+                self.writers[p].image(step, name, grid)
+            self.writers[p].flush()
+        logging.info('eval at step %d: %s', step, '; '.join(
+            ', '.join(f'{k} {v:.3f}' for k, v in results[p].items()) for p in self.live()))
+        self.t0, self.s0 = time.perf_counter(), step
+
+    def save(self, step: int, state: TrainState) -> None:
+        states = self.points.split(state)
+        for p in self.live():
+            self.ckpts[p].save(step, states[p])
+            self.last_ckpt[p] = step
