@@ -73,6 +73,39 @@ def test_train_step_is_traced_once(mnist):
     assert len(traces) == 1
 
 
+def test_hyperparameters_are_traced_data_not_constants(mnist):
+    """Another β, γ or learning rate reuses the compiled step (one trace) and takes effect."""
+    traces = []
+
+    def counting_step(*args, **kwargs):
+        traces.append(1)
+        return steps.train_step(*args, **kwargs)
+
+    config = _config('mlp')
+    config.objective.free_bits = 0.0
+    devices = jax.devices()[:2]
+    model = build_model(config.model, mnist.example_shape, mnist.num_classes)
+    p_train, _ = steps.pmapped_steps(model, config, devices, step_fn=counting_step)
+    state = steps.init_train_state(jax.random.key(0), model, config, mnist.example_shape, 1)
+    batch = next(pipeline.train_batches(mnist, seed=1, global_batch=GLOBAL_BATCH, start_step=0,
+                                        num_steps=1, local_device_count=2))
+    results = []
+    for beta, lr in [(1.0, 1e-3), (4.0, 1e-3), (1.0, 1e-1)]:
+        hparams = dict(steps.hyperparams(config), **{'objective.beta': jnp.float32(beta),
+                                                     'optim.learning_rate': jnp.float32(lr)})
+        new, metrics = p_train(steps.replicate(state, devices), batch, jax.random.key(7), hparams)
+        results.append((float(metrics['loss'][0]), steps.unreplicate(new)))
+    assert len(traces) == 1
+    (loss1, s1), (loss4, s4), (_, s_fast) = results
+    kl = float(metrics['kl'][0])
+    np.testing.assert_allclose(loss4 - loss1, 3 * kl, rtol=1e-4)  # -ELBO + β KL
+    assert float(s_fast.opt_state.hyperparams['learning_rate']) == np.float32(1e-1)
+    step1 = jax.tree.leaves(jax.tree.map(lambda a, b: a - b, s1.params, state.params))
+    step_fast = jax.tree.leaves(jax.tree.map(lambda a, b: a - b, s_fast.params, state.params))
+    for a, b in zip(step1, step_fast):  # Adam's first update is lr * sign(g): 100 times larger
+        np.testing.assert_allclose(b, 100 * a, rtol=1e-3, atol=1e-9)
+
+
 def test_example_keys_depend_only_on_global_index():
     key = jax.random.key(3)
     idx = jnp.arange(8)

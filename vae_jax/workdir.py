@@ -203,7 +203,7 @@ def record_launch(path: Path, config, start_step: int, diff: dict, forced: bool)
              'pid': os.getpid(), 'start_step': start_step,
              'event': 'start' if start_step == 0 and not diff else 'resume',
              'changes': {k: list(v) for k, v in diff.items()}}
-    if forced:
+    if forced and training_changes(diff, config):
         entry['forced'] = training_changes(diff, config)
     with open(path / HISTORY_FILE, 'a') as f:
         f.write(json.dumps(entry, default=str) + '\n')

@@ -16,7 +16,6 @@ propagates); relaunching the sweep resumes that point.
 import copy
 import dataclasses
 import difflib
-import json
 import os
 import time
 from pathlib import Path
@@ -25,24 +24,15 @@ from typing import Any, Callable, Mapping, Sequence
 from absl import logging
 
 from vae_jax import train as train_lib, workdir as workdir_lib
-from vae_jax.configs import base_config
 from vae_jax.errors import UserError
 from vae_jax.preemption import Preempted
 from vae_jax.steps import get_field
 from vae_jax.sweep.define import Point
+from vae_jax.sweep.status import (STATUS_FILE, Outcome, finished, now, read_status, refusal,
+                                  write_json)
 from vae_jax.sweep.summary import last_eval
 
 SWEEP_FILE = 'sweep.json'
-STATUS_FILE = 'sweep_status.json'
-
-
-@dataclasses.dataclass
-class Outcome:
-    point: Point
-    status: str              # 'done' | 'failed'
-    skipped: bool = False    # finished by an earlier invocation
-    wall_s: float | None = None
-    error: str | None = None
 
 
 def apply_overrides(config, overrides: Mapping[str, Any]):
@@ -93,45 +83,6 @@ def check_command_line(command_line: Mapping[str, Any], points: Sequence[Point])
                             f'sweep; drop one of them')
 
 
-def _write_json(path: Path, data: dict) -> None:
-    """Atomically (several job-array workers may write the same sweep.json)."""
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    tmp.write_text(json.dumps(data, indent=2, default=str) + '\n')
-    os.replace(tmp, path)
-
-
-def read_status(workdir: Path) -> dict | None:
-    try:
-        return json.loads((workdir / STATUS_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def refusal(workdir: Path, config) -> str | None:
-    """Why `workdir` cannot train `config` (it holds a run of another config), or None."""
-    try:
-        workdir_lib.check_relaunch(workdir_lib.check(workdir), config, base_config(),
-                                   allow_change=False)
-    except UserError as e:
-        return f'{e}; delete it or use another sweep root'
-    return None
-
-
-def finished(workdir: Path, status: dict, config) -> bool:
-    """The point is done and its config is exactly `config` (an allowed change, such as more
-    steps or other eval settings, makes it run again: training resumes where it stopped)."""
-    if status.get('status') != 'done':
-        return False
-    try:
-        return not workdir_lib.changes(workdir_lib.read_config(workdir, base_config()), config)
-    except UserError:
-        return False
-
-
-def _now() -> str:
-    return time.strftime('%Y-%m-%dT%H:%M:%S%z')
-
-
 def run_point(point: Point, config, workdir: Path, train_fn: Callable) -> Outcome:
     """Trains one point unless it is finished; never raises for a failing point."""
     status = read_status(workdir) or {}
@@ -144,20 +95,20 @@ def run_point(point: Point, config, workdir: Path, train_fn: Callable) -> Outcom
         return Outcome(point, 'done', skipped=True, wall_s=status.get('wall_s'))
     record = {'index': point.index, 'name': point.name, 'overrides': point.overrides,
               'status': 'started', 'attempts': status.get('attempts', 0) + 1,
-              'started': _now(), 'finished': None, 'wall_s': None, 'error': None}
+              'started': now(), 'finished': None, 'wall_s': None, 'error': None}
     writer = workdir_lib.is_writer()
     logging.info('sweep point %d (%s): training in %s', point.index, point.name, workdir)
     start = time.perf_counter()
     try:
         if writer:
             workdir_lib.prepare(workdir)
-            _write_json(workdir / STATUS_FILE, record)
+            write_json(workdir / STATUS_FILE, record)
         train_fn(config, str(workdir))
         outcome = Outcome(point, 'done')
     except Preempted:
         if writer:
-            record.update(status='preempted', finished=_now())
-            _write_json(workdir / STATUS_FILE, record)
+            record.update(status='preempted', finished=now())
+            write_json(workdir / STATUS_FILE, record)
         raise  # the sweep stops here; a relaunch resumes this point
     except Exception as e:  # any failure of one point must not stop the sweep
         error = str(e) if isinstance(e, UserError) else f'{type(e).__name__}: {e}'
@@ -167,10 +118,10 @@ def run_point(point: Point, config, workdir: Path, train_fn: Callable) -> Outcom
             logging.exception('sweep point %d (%s) failed', point.index, point.name)
         outcome = Outcome(point, 'failed', error=error)
     outcome.wall_s = time.perf_counter() - start
-    record.update(status=outcome.status, finished=_now(), wall_s=round(outcome.wall_s, 3),
+    record.update(status=outcome.status, finished=now(), wall_s=round(outcome.wall_s, 3),
                   error=outcome.error)
     if writer and workdir.is_dir():
-        _write_json(workdir / STATUS_FILE, record)
+        write_json(workdir / STATUS_FILE, record)
     return outcome
 
 
@@ -205,7 +156,7 @@ def run_sweep(config, points: Sequence[Point], root: str | os.PathLike, *,
     root = workdir_lib.prepare(root)
     if workdir_lib.is_writer():
         swept = dict.fromkeys(k for p in points for k in p.overrides)
-        _write_json(root / SWEEP_FILE, {
+        write_json(root / SWEEP_FILE, {
             'config': config_spec, 'command_line': command_line,
             'base': {k: get_field(config, k) for k in swept},  # where a point does not set k
             'points': [dataclasses.asdict(p) for p in points]})

@@ -22,22 +22,22 @@ from absl import logging
 from vae_jax import workdir as workdir_lib
 from vae_jax.errors import UserError
 from vae_jax.preemption import Preempted
+from vae_jax.sweep import status as status_lib
 from vae_jax.train import train_points
 
 
 def run_group(points: Sequence, configs: Sequence, root: Path, devices=None) -> list:
     """`runner.run_point` for many points at once: skips finished ones, trains the rest
     together with `train.train_points`, and records each point's status."""
-    from vae_jax.sweep import runner
     outcomes, todo = {}, []
     for point, config in zip(points, configs):
         workdir = Path(root) / point.name
-        status = runner.read_status(workdir) or {}
-        refused = runner.refusal(workdir, config)
+        status = status_lib.read_status(workdir) or {}
+        refused = status_lib.refusal(workdir, config)
         if refused:
-            outcomes[point.index] = runner.Outcome(point, 'failed', error=refused)
-        elif runner.finished(workdir, status, config):
-            outcomes[point.index] = runner.Outcome(point, 'done', skipped=True,
+            outcomes[point.index] = status_lib.Outcome(point, 'failed', error=refused)
+        elif status_lib.finished(workdir, status, config):
+            outcomes[point.index] = status_lib.Outcome(point, 'done', skipped=True,
                                                    wall_s=status.get('wall_s'))
         else:
             todo.append((point, config, workdir, status))
@@ -46,11 +46,11 @@ def run_group(points: Sequence, configs: Sequence, root: Path, devices=None) -> 
         for point, _, workdir, status in todo:
             records.append({'index': point.index, 'name': point.name,
                             'overrides': point.overrides, 'status': 'started',
-                            'attempts': status.get('attempts', 0) + 1, 'started': runner._now(),
+                            'attempts': status.get('attempts', 0) + 1, 'started': status_lib.now(),
                             'finished': None, 'wall_s': None, 'error': None, 'vmapped': len(todo)})
             if workdir_lib.is_writer():
                 workdir_lib.prepare(workdir)
-                runner._write_json(workdir / runner.STATUS_FILE, records[-1])
+                status_lib.write_json(workdir / status_lib.STATUS_FILE, records[-1])
         logging.info('training %d sweep points as one vmapped program', len(todo))
         start = time.perf_counter()
         try:
@@ -60,15 +60,15 @@ def run_group(points: Sequence, configs: Sequence, root: Path, devices=None) -> 
         except Preempted:
             for (point, _, workdir, _), record in zip(todo, records):
                 if workdir_lib.is_writer():
-                    record.update(status='preempted', finished=runner._now())
-                    runner._write_json(workdir / runner.STATUS_FILE, record)
+                    record.update(status='preempted', finished=status_lib.now())
+                    status_lib.write_json(workdir / status_lib.STATUS_FILE, record)
             raise
         wall = time.perf_counter() - start
         for (point, _, workdir, _), record, error in zip(todo, records, errors):
-            outcome = runner.Outcome(point, 'failed' if error else 'done', wall_s=wall, error=error)
-            record.update(status=outcome.status, finished=runner._now(), wall_s=round(wall, 3),
+            outcome = status_lib.Outcome(point, 'failed' if error else 'done', wall_s=wall, error=error)
+            record.update(status=outcome.status, finished=status_lib.now(), wall_s=round(wall, 3),
                           error=error)
             if workdir_lib.is_writer():
-                runner._write_json(workdir / runner.STATUS_FILE, record)
+                status_lib.write_json(workdir / status_lib.STATUS_FILE, record)
             outcomes[point.index] = outcome
     return [outcomes[p.index] for p in points]
