@@ -1,6 +1,7 @@
 """evaluate_run / launch.py --mode=eval on a tiny real run: results JSON, pictures, AUROCs."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -56,10 +57,20 @@ def test_holdout_class_is_left_out_of_training(tfds_dir):
     assert 3 in eval_source.get_batch(np.arange(200))['label']
 
 
-def test_eval_mode_through_launch(two_d_run):
-    result = launch('--mode=eval', f'--workdir={two_d_run}', '--iwae_samples=5',
+def test_eval_mode_through_launch(two_d_run, tmp_path):
+    """On a copy whose newest checkpoint (step 40) is damaged: eval falls back to step 30."""
+    run = tmp_path / 'run'
+    shutil.copytree(two_d_run, run)
+    shutil.copytree(run / 'checkpoints' / '30', run / 'checkpoints' / '40')
+    victim = max((p for p in (run / 'checkpoints' / '40').rglob('*') if p.is_file()),
+                 key=lambda p: p.stat().st_size)
+    victim.write_bytes(victim.read_bytes()[:victim.stat().st_size // 2])  # a torn write
+    result = launch('--mode=eval', f'--workdir={run}', '--iwae_samples=5',
                     '--eval_examples=100')
     assert result.returncode == 0, result.stderr[-2000:]
     assert 'IWAE k=5' in result.stderr and 'ETA' in result.stderr
+    assert 'checkpoint of step 40' in result.stderr and 'skipped' in result.stderr
+    assert (run / 'results' / 'eval_0000030.json').is_file()
+    assert (run / 'checkpoints' / '40').is_dir()  # eval moves nothing of a (maybe live) run
     bad = launch('--mode=eval', f'--workdir={two_d_run / "nothing"}')
     assert bad.returncode == 2 and 'not a vae_jax run' in bad.stderr

@@ -33,8 +33,9 @@ def _assert_same_run(vmapped_dir, alone_dir, rtol):
 
 
 def test_vmapped_points_equal_points_trained_alone(tmp_path):
-    """β and seed vary (exact: the same arithmetic per point); the learning rate varies in a
-    second group (the step scales updates of rate 1, so equal up to float rounding)."""
+    """β and seed vary in one group, the learning rate in a second (each point's rate is its
+    injected optax hyperparameter); batched matmuls may sum in another order, so the points
+    equal the runs alone up to float rounding."""
     config = tiny_config()
     points = expand(product(sweep('objective.beta', [0.5, 2.0]), sweep('seed', [0, 1])))
     outcomes = run_sweep(config, points, tmp_path / 'sweep', vmap=True)
