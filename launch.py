@@ -105,6 +105,9 @@ def main(argv):
     sweeping = _SWEEP.value or _SWEEP_INDEX.value is not None
     if _SWEEP_VMAP.value and not sweeping:
         _fail('--sweep_vmap needs --sweep')
+    if _ALLOW_CHANGE.value and (sweeping or _MODE.value != 'train'):
+        _fail('--allow_config_change applies to training one run (a sweep point of another '
+              'config is reported failed; give the sweep another --workdir)')
     try:
         distributed.maybe_initialize(_DISTRIBUTED.value)  # before anything starts JAX
         if _MODE.value != 'train' and sweeping:

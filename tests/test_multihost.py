@@ -23,7 +23,7 @@ from vae_jax.checkpoints import Checkpoints
 from vae_jax.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
-OVERRIDES = {'eval_every': 5, 'checkpoint_every': 5, 'log_every': 5, 'eval_examples': 512}
+OVERRIDES = {'eval_every': 15, 'checkpoint_every': 5, 'log_every': 5, 'eval_examples': 512}
 
 
 def _gloo_available() -> bool:
@@ -45,8 +45,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch_two(workdirs, steps: int) -> list[tuple[int, str]]:
-    """Runs launch.py as processes 0 and 1 of one job; returns (exit status, output) of each."""
+def _launch_two(workdirs, steps: int, fault_1: str | None = None) -> list[tuple[int, str]]:
+    """Runs launch.py as processes 0 and 1 of one job; returns (exit status, output) of each.
+
+    `fault_1`: a fault of tests/fault_launch.py injected into process 1 only.
+    """
     env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
                JAX_PLATFORMS='cpu', JAX_COORDINATOR_ADDRESS=f'localhost:{_free_port()}',
                JAX_NUM_PROCESSES='2', PYTHONPATH=str(REPO))
@@ -56,10 +59,13 @@ def _launch_two(workdirs, steps: int) -> list[tuple[int, str]]:
     procs = []
     try:
         for i in range(2):  # to files: a full pipe would stall one process and so both
+            faulty = {'VAE_JAX_FAULT': fault_1} if fault_1 and i == 1 else {}
+            script = 'tests/fault_launch.py' if faulty else 'launch.py'
             with logs[i].open('w') as log:
                 procs.append(subprocess.Popen(
-                    [sys.executable, 'launch.py', *flags, f'--workdir={workdirs[i]}'], cwd=REPO,
-                    env=dict(env, JAX_PROCESS_ID=str(i)), stdout=log, stderr=subprocess.STDOUT))
+                    [sys.executable, script, *flags, f'--workdir={workdirs[i]}'], cwd=REPO,
+                    env=dict(env, JAX_PROCESS_ID=str(i), **faulty), stdout=log,
+                    stderr=subprocess.STDOUT))
         return [(p.wait(timeout=300), log.read_text()) for p, log in zip(procs, logs)]
     finally:
         for p in procs:
@@ -73,12 +79,16 @@ def _records(workdir: Path) -> list[dict]:
 
 @needs_gloo
 def test_two_processes_equal_one_process_and_resume(tmp_path):
-    # 2 processes train 10 steps (checkpoints at 5 and 10), then a second launch resumes to 15.
+    # 2 processes train toward 15 steps; process 1 alone gets SIGTERM at step 7: both agree at
+    # the next log step (10), save it and exit; a second launch resumes both to 15.
     two = tmp_path / 'two'
-    for steps in (10, 15):
-        results = _launch_two([two, two], steps)
-        for i, (status, output) in enumerate(results):
-            assert status == 0, f'process {i} failed:\n{output[-3000:]}'
+    results = _launch_two([two, two], 15, fault_1='term_at_step=7')
+    for i, (status, output) in enumerate(results):
+        assert status == 143, f'process {i}:\n{output[-3000:]}'
+        assert 'stopped by SIGTERM at step 10' in output and 'Traceback' not in output
+    results = _launch_two([two, two], 15)
+    for i, (status, output) in enumerate(results):
+        assert status == 0, f'process {i} failed:\n{output[-3000:]}'
     assert 'process 1 of 2: 2 local devices of 4' in results[1][1]
     assert all('resumed from' in out and 'at step 10' in out for _, out in results)
 
