@@ -260,18 +260,21 @@ def test_torn_jsonl_line_dropped_and_final_eval_kept_on_relaunch(reference, tmp_
 def test_lock_names_its_holder_and_dies_with_it(tmp_path):
     run = tmp_path / 'run'
     run.mkdir()
-    with workdir_lib.lock(run):
-        with pytest.raises(UserError, match=f'in use by pid {os.getpid()}'):
-            train.train_and_evaluate(toy_config(num_steps=10), run)
-    assert not (run / 'config.json').exists()
-    # A holder killed with -9 leaves the file but no lock.
     holder = subprocess.Popen([sys.executable, '-c', (
-        'import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); '
-        'fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, b"pid x"); print("locked", flush=True); '
-        'time.sleep(60)'), str(run / workdir_lib.LOCK_FILE)], stdout=subprocess.PIPE, text=True)
+        'import sys, time; from pathlib import Path; from vae_jax import workdir; '
+        'lock = workdir.lock(Path(sys.argv[1])); lock.__enter__(); print("locked", flush=True); '
+        'time.sleep(60)'), str(run)], stdout=subprocess.PIPE, text=True, cwd=REPO)
     assert holder.stdout.readline().strip() == 'locked'
-    with pytest.raises(UserError, match='in use by pid x'):
+    with pytest.raises(UserError, match=f'in use by pid {holder.pid} on '):
         train.train_and_evaluate(toy_config(num_steps=10), run)
+    assert sorted(p.name for p in run.iterdir()) == [workdir_lib.LOCK_FILE]  # nothing written
+    # A sweep point running elsewhere is reported failed here; its status file is untouched.
+    from vae_jax.sweep.runner import run_point
+    (point,) = expand(sweep('seed', [0]))
+    outcome = run_point(point, toy_config(num_steps=10), run, train_fn=pytest.fail)
+    assert outcome.status == 'failed' and f'in use by pid {holder.pid}' in outcome.error
+    assert not (run / 'sweep_status.json').exists()
+    # A holder killed with -9 leaves the file but no lock.
     holder.kill()
     holder.wait()
     train.train_and_evaluate(toy_config(num_steps=10), run)

@@ -82,14 +82,19 @@ def write_atomic(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+_HELD: set[Path] = set()  # workdirs this process holds: a nested `lock` is a no-op
+
+
 @contextlib.contextmanager
 def lock(path: Path) -> Iterator[None]:
     """Holds `path/.lock` for the duration (process 0 only; others share its workdir).
 
     An flock: the kernel releases it when the process exits in any way (kill -9 included), so
     a crashed run leaves no stale lock. A second process gets one UserError naming the holder.
+    Reentrant within a process (a sweep point's bookkeeping holds it around its training).
     """
-    if not is_writer():
+    path = Path(path).absolute()
+    if not is_writer() or path in _HELD:
         yield
         return
     fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
@@ -103,7 +108,11 @@ def lock(path: Path) -> Iterator[None]:
         os.ftruncate(fd, 0)
         os.pwrite(fd, (f'pid {os.getpid()} on {socket.gethostname()} since '
                        f'{time.strftime("%Y-%m-%d %H:%M:%S")}\n').encode(), 0)
-        yield
+        _HELD.add(path)
+        try:
+            yield
+        finally:
+            _HELD.discard(path)
     finally:
         os.close(fd)  # releases the flock
 

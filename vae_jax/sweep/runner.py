@@ -13,6 +13,7 @@ A SIGTERM/SIGINT stops the sweep after the running point saved a checkpoint (`Pr
 propagates); relaunching the sweep resumes that point.
 """
 
+import contextlib
 import copy
 import dataclasses
 import difflib
@@ -93,36 +94,44 @@ def run_point(point: Point, config, workdir: Path, train_fn: Callable) -> Outcom
     if finished(workdir, status, config):
         logging.info('sweep point %d (%s): finished before, skipped', point.index, point.name)
         return Outcome(point, 'done', skipped=True, wall_s=status.get('wall_s'))
-    record = {'index': point.index, 'name': point.name, 'overrides': point.overrides,
-              'status': 'started', 'attempts': status.get('attempts', 0) + 1,
-              'started': now(), 'finished': None, 'wall_s': None, 'error': None}
     writer = workdir_lib.is_writer()
-    logging.info('sweep point %d (%s): training in %s', point.index, point.name, workdir)
-    start = time.perf_counter()
-    try:
-        if writer:
-            workdir_lib.prepare(workdir)
+    with contextlib.ExitStack() as held:
+        try:  # held around the bookkeeping too: a point that runs elsewhere keeps its status
+            if writer:
+                workdir_lib.prepare(workdir)
+            held.enter_context(workdir_lib.lock(workdir))
+        except UserError as e:
+            logging.error('sweep point %d (%s): %s', point.index, point.name, e)
+            return Outcome(point, 'failed', error=str(e))
+        status = read_status(workdir) or {}
+        record = {'index': point.index, 'name': point.name, 'overrides': point.overrides,
+                  'status': 'started', 'attempts': status.get('attempts', 0) + 1,
+                  'started': now(), 'finished': None, 'wall_s': None, 'error': None}
+        logging.info('sweep point %d (%s): training in %s', point.index, point.name, workdir)
+        start = time.perf_counter()
+        try:
+            if writer:
+                write_json(workdir / STATUS_FILE, record)
+            train_fn(config, str(workdir))
+            outcome = Outcome(point, 'done')
+        except Preempted:
+            if writer:
+                record.update(status='preempted', finished=now())
+                write_json(workdir / STATUS_FILE, record)
+            raise  # the sweep stops here; a relaunch resumes this point
+        except Exception as e:  # any failure of one point must not stop the sweep
+            error = str(e) if isinstance(e, UserError) else f'{type(e).__name__}: {e}'
+            if isinstance(e, UserError):
+                logging.error('sweep point %d (%s) failed: %s', point.index, point.name, error)
+            else:
+                logging.exception('sweep point %d (%s) failed', point.index, point.name)
+            outcome = Outcome(point, 'failed', error=error)
+        outcome.wall_s = time.perf_counter() - start
+        record.update(status=outcome.status, finished=now(), wall_s=round(outcome.wall_s, 3),
+                      error=outcome.error)
+        if writer and workdir.is_dir():
             write_json(workdir / STATUS_FILE, record)
-        train_fn(config, str(workdir))
-        outcome = Outcome(point, 'done')
-    except Preempted:
-        if writer:
-            record.update(status='preempted', finished=now())
-            write_json(workdir / STATUS_FILE, record)
-        raise  # the sweep stops here; a relaunch resumes this point
-    except Exception as e:  # any failure of one point must not stop the sweep
-        error = str(e) if isinstance(e, UserError) else f'{type(e).__name__}: {e}'
-        if isinstance(e, UserError):
-            logging.error('sweep point %d (%s) failed: %s', point.index, point.name, error)
-        else:
-            logging.exception('sweep point %d (%s) failed', point.index, point.name)
-        outcome = Outcome(point, 'failed', error=error)
-    outcome.wall_s = time.perf_counter() - start
-    record.update(status=outcome.status, finished=now(), wall_s=round(outcome.wall_s, 3),
-                  error=outcome.error)
-    if writer and workdir.is_dir():
-        write_json(workdir / STATUS_FILE, record)
-    return outcome
+        return outcome
 
 
 def run_sweep(config, points: Sequence[Point], root: str | os.PathLike, *,

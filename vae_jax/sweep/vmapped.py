@@ -13,6 +13,7 @@ Why it is faster: a small model leaves a device mostly idle (per-op dispatch, sm
 one step at a time); stacking P points makes every matmul P times larger for one dispatch.
 """
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Sequence
@@ -38,18 +39,41 @@ def run_group(points: Sequence, configs: Sequence, root: Path, devices=None) -> 
             outcomes[point.index] = status_lib.Outcome(point, 'failed', error=refused)
         elif status_lib.finished(workdir, status, config):
             outcomes[point.index] = status_lib.Outcome(point, 'done', skipped=True,
-                                                   wall_s=status.get('wall_s'))
+                                                       wall_s=status.get('wall_s'))
         else:
             todo.append((point, config, workdir, status))
+    with contextlib.ExitStack() as held:
+        todo = _lock_points(todo, held, outcomes)
+        _train_group(todo, outcomes, devices)
+    return [outcomes[p.index] for p in points]
+
+
+def _lock_points(todo: list, held: contextlib.ExitStack, outcomes: dict) -> list:
+    """The points of `todo` whose workdir this process could lock (held until `held` exits);
+    the others (running elsewhere) are reported failed, their status files left alone."""
+    locked = []
+    for item in todo:
+        point, workdir = item[0], item[2]
+        try:
+            if workdir_lib.is_writer():
+                workdir_lib.prepare(workdir)
+            held.enter_context(workdir_lib.lock(workdir))
+            locked.append(item)
+        except UserError as e:
+            outcomes[point.index] = status_lib.Outcome(point, 'failed', error=str(e))
+    return locked
+
+
+def _train_group(todo: list, outcomes: dict, devices) -> None:
     if todo:
         records = []
         for point, _, workdir, status in todo:
             records.append({'index': point.index, 'name': point.name,
                             'overrides': point.overrides, 'status': 'started',
-                            'attempts': status.get('attempts', 0) + 1, 'started': status_lib.now(),
-                            'finished': None, 'wall_s': None, 'error': None, 'vmapped': len(todo)})
+                            'attempts': status.get('attempts', 0) + 1,
+                            'started': status_lib.now(), 'finished': None, 'wall_s': None,
+                            'error': None, 'vmapped': len(todo)})
             if workdir_lib.is_writer():
-                workdir_lib.prepare(workdir)
                 status_lib.write_json(workdir / status_lib.STATUS_FILE, records[-1])
         logging.info('training %d sweep points as one vmapped program', len(todo))
         start = time.perf_counter()
@@ -65,10 +89,10 @@ def run_group(points: Sequence, configs: Sequence, root: Path, devices=None) -> 
             raise
         wall = time.perf_counter() - start
         for (point, _, workdir, _), record, error in zip(todo, records, errors):
-            outcome = status_lib.Outcome(point, 'failed' if error else 'done', wall_s=wall, error=error)
-            record.update(status=outcome.status, finished=status_lib.now(), wall_s=round(wall, 3),
-                          error=error)
+            outcome = status_lib.Outcome(point, 'failed' if error else 'done', wall_s=wall,
+                                         error=error)
+            record.update(status=outcome.status, finished=status_lib.now(),
+                          wall_s=round(wall, 3), error=error)
             if workdir_lib.is_writer():
                 status_lib.write_json(workdir / status_lib.STATUS_FILE, record)
             outcomes[point.index] = outcome
-    return [outcomes[p.index] for p in points]
