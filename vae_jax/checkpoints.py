@@ -70,6 +70,11 @@ class Checkpoints:
 
         Raises DamagedCheckpoint if it cannot be read or its checksum does not match.
         """
+        directory = self.workdir / 'checkpoints' / str(step)
+        if (directory / 'default').is_dir() and not (directory / 'state').exists():
+            raise UserError(f'{directory} was written by an earlier vae_jax (no checksum, an '
+                            f'optimizer state without injected hyperparameters) and cannot be '
+                            f'restored by this one; train in a new --workdir')
         if jax.process_count() > 1:  # every process reads the whole (small) state as numpy
             target = jax.device_get(target)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
