@@ -293,7 +293,6 @@ def finished_run(tmp_path_factory):
 @pytest.mark.parametrize('args, message', [
     (['--config.batch_size=100000'], 'larger than the 50000 training examples'),
     (['--config.model.hidden=(0,)'], 'model.hidden'),
-    (['--config.objective.beta=4'], 'another config'),  # a refusal tested above, as launch.py
     (['extra'], 'unexpected arguments: extra'),
     (['--mode=eval', '--eval_examples=-1'], 'eval_examples'),
 ])
