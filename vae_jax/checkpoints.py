@@ -13,7 +13,10 @@ With several processes, every process creates the manager and calls `save` with 
 are host-local copies (numpy) of a state that is the same everywhere.
 """
 
+import contextlib
+import gc
 import shutil
+import sys
 import time
 import zlib
 from pathlib import Path
@@ -78,12 +81,15 @@ class Checkpoints:
         if jax.process_count() > 1:  # every process reads the whole (small) state as numpy
             target = jax.device_get(target)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-        try:
-            restored = self.manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract), integrity=ocp.args.JsonRestore()))
-        except Exception as e:  # orbax/tensorstore raise many types for missing or torn files
-            raise DamagedCheckpoint(f'unreadable ({type(e).__name__}: '
-                                    f'{_first_line(e)})') from None
+        failure = None
+        with _quiet_abandoned_reads():  # collects them once the exception below is dropped
+            try:
+                restored = self.manager.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract), integrity=ocp.args.JsonRestore()))
+            except Exception as e:  # orbax/tensorstore raise many types for torn/missing files
+                failure = f'unreadable ({type(e).__name__}: {_first_line(e)})'
+        if failure:
+            raise DamagedCheckpoint(failure)
         record = restored['integrity'] or {}
         got = checksum(restored['state'])
         if record.get('step') != step or record.get('checksum') != got:
@@ -161,6 +167,26 @@ class DamagedCheckpoint(Exception):
     """A checkpoint that cannot be read or whose contents do not match its checksum."""
 
 
+@contextlib.contextmanager
+def _quiet_abandoned_reads():
+    """When one array of a checkpoint fails to read, orbax abandons the reads of the others;
+    Python reports each abandoned coroutine with a traceback on stderr when it is collected.
+    The failure itself is reported once (DamagedCheckpoint): drop those echoes."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        code = getattr(unraisable.object, 'cr_code', None)
+        if code is None or '/orbax/' not in code.co_filename:
+            previous(unraisable)
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        gc.collect()
+        sys.unraisablehook = previous
+
+
 def _first_line(e: Exception) -> str:
+    """The gist of a library error: its first line, without TensorStore's spec dump."""
     lines = [l.strip() for l in str(e).splitlines() if l.strip()]
-    return lines[0][:300] if lines else type(e).__name__
+    return lines[0].split(' See full TensorStore details')[0][:300] if lines else type(e).__name__
