@@ -20,7 +20,7 @@ import sys
 import time
 import zlib
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -108,16 +108,18 @@ class Checkpoints:
         distributed.barrier(f'set_aside_{step}')
         self.manager.reload()
 
-    def restore_newest(self, target: Any, steps: Sequence[int] | None = None
-                       ) -> tuple[Any, int | None]:
-        """(state, step) of the newest good checkpoint among `steps` (default: all), setting
-        aside damaged ones on the way; (target, None) if none is usable."""
-        for step in (self.steps() if steps is None else sorted(steps, reverse=True)):
-            try:
-                return self.read(target, step), step
-            except DamagedCheckpoint as e:
-                self.set_aside(step, str(e))
-        return target, None
+    def read_agreed(self, target: Any, step: int) -> Any:
+        """`read`, with every process agreeing: if any of them cannot read the checkpoint, all
+        set it aside (collectively) and raise DamagedCheckpoint."""
+        try:
+            state, failure = self.read(target, step), None
+        except DamagedCheckpoint as e:
+            state, failure = None, str(e)
+        if distributed.any_process(failure is not None):
+            reason = failure or 'another process could not read it'
+            self.set_aside(step, reason)
+            raise DamagedCheckpoint(reason)
+        return state
 
     def save(self, step: int, state: Any) -> None:
         """Starts an (asynchronous) save of `state` as checkpoint `step`.

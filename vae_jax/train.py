@@ -172,11 +172,7 @@ def restore(ckpts: list[Checkpoints], templates: list) -> tuple[list, int]:
         try:
             states = []
             for ck, template in zip(ckpts, templates):
-                try:
-                    states.append(ck.read(template, step))
-                except DamagedCheckpoint as e:
-                    ck.set_aside(step, str(e))
-                    raise
+                states.append(ck.read_agreed(template, step))
         except DamagedCheckpoint:
             continue
         break
