@@ -159,6 +159,12 @@ def test_relaunch_with_another_config_is_refused_and_allowed_changes_are_recorde
     last = json.loads((run / 'history.jsonl').read_text().splitlines()[-1])
     assert last['start_step'] == 40 and last['forced'] == ['objective.beta']
     assert last['changes']['objective.beta'] == [1.0, 2.0]
+    # Not even forced: another parameter layout cannot continue these checkpoints.
+    before = {k: v for k, v in digest(run).items() if k != workdir_lib.LOCK_FILE}
+    with pytest.raises(UserError, match='another layout.*shape \\(2, 64\\) there, \\(3, 64\\) now'):
+        train.train_and_evaluate(toy_config(num_steps=60, **{'model.latents': 3}), run,
+                                 allow_config_change=True)
+    assert {k: v for k, v in digest(run).items() if k != workdir_lib.LOCK_FILE} == before
 
 
 # --- checkpoints that survive the machine --------------------------------------------------

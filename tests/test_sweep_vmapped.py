@@ -64,12 +64,19 @@ def test_a_diverging_point_stops_alone(tmp_path):
     assert not (tmp_path / points[0].name / 'checkpoints').exists() or not any(
         (tmp_path / points[0].name / 'checkpoints').iterdir())
     assert [r['step'] for r in _rows(tmp_path / points[1].name) if r['split'] == 'eval'] == [3, 6]
+    # Relaunched, the diverged point is not put back into the group (it would rewind the
+    # others to its last checkpoint): it is reported, the finished points are skipped.
+    assert read_status(tmp_path / points[0].name)['diverged'] is True
+    again = run_sweep(config, points, tmp_path, vmap=True)
+    assert [o.status for o in again] == ['failed', 'done', 'done']
+    assert 'run it alone' in again[0].error and again[1].skipped and again[2].skipped
 
 
 def test_points_differing_in_structure_cannot_be_vmapped(tmp_path):
     points = expand(sweep('model.latents', [2, 3]))
-    outcomes = run_sweep(tiny_config(), points, tmp_path, vmap=True)
-    assert all(o.status == 'failed' and 'differ only in' in o.error for o in outcomes)
+    with pytest.raises(UserError, match='differ only in'):  # one error, before any write
+        run_sweep(tiny_config(), points, tmp_path / 'root', vmap=True)
+    assert not (tmp_path / 'root').exists()
     with pytest.raises(UserError, match='model.latents'):
         from vae_jax.points import varying_hparams
         varying_hparams([apply_overrides(tiny_config(), p.overrides) for p in points])

@@ -58,7 +58,10 @@ class Checkpoints:
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=not read_only, read_only=read_only,
             cleanup_tmp_directories=not read_only)
-        self.manager = ocp.CheckpointManager(self.workdir / 'checkpoints', options=options)
+        self.manager = ocp.CheckpointManager(
+            self.workdir / 'checkpoints', options=options,
+            item_handlers={'state': ocp.StandardCheckpointHandler(),
+                           'integrity': ocp.JsonCheckpointHandler()})
         self.pending: int | None = None  # the step of a save that may still be in flight
 
     def steps(self) -> list[int]:
@@ -71,7 +74,9 @@ class Checkpoints:
     def read(self, target: Any, step: int) -> Any:
         """The checkpoint of `step` in the structure (and dtypes) of `target`.
 
-        Raises DamagedCheckpoint if it cannot be read or its checksum does not match.
+        Raises DamagedCheckpoint if it cannot be read or its checksum does not match, and
+        UserError if it holds a state of another layout (other parameter shapes, another
+        optimizer): that is not damage, and nothing is set aside.
         """
         directory = self.workdir / 'checkpoints' / str(step)
         if (directory / 'default').is_dir() and not (directory / 'state').exists():
@@ -81,21 +86,48 @@ class Checkpoints:
         if jax.process_count() > 1:  # every process reads the whole (small) state as numpy
             target = jax.device_get(target)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        self._check_layout(directory, step, abstract)
         failure = None
         with _quiet_abandoned_reads():  # collects them once the exception below is dropped
             try:
                 restored = self.manager.restore(step, args=ocp.args.Composite(
                     state=ocp.args.StandardRestore(abstract), integrity=ocp.args.JsonRestore()))
+            except ValueError as e:
+                if 'structure' not in str(e).lower() and 'shape' not in str(e).lower():
+                    failure = f'unreadable ({type(e).__name__}: {_first_line(e)})'
+                else:
+                    failure = _LayoutMismatch(f'another tree structure ({_first_line(e)})')
             except Exception as e:  # orbax/tensorstore raise many types for torn/missing files
                 failure = f'unreadable ({type(e).__name__}: {_first_line(e)})'
+        if isinstance(failure, _LayoutMismatch):
+            raise _layout_error(directory, str(failure))
         if failure:
             raise DamagedCheckpoint(failure)
+        for (path, want), got in zip(jax.tree_util.tree_leaves_with_path(abstract),
+                                     jax.tree.leaves(restored['state'])):
+            if tuple(np.shape(got)) != tuple(np.shape(want)):
+                raise _layout_error(directory, f'{jax.tree_util.keystr(path)} has shape '
+                                               f'{np.shape(got)}, this config builds '
+                                               f'{np.shape(want)}')
         record = restored['integrity'] or {}
         got = checksum(restored['state'])
         if record.get('step') != step or record.get('checksum') != got:
             raise DamagedCheckpoint(f'checksum {got} does not match the recorded '
                                     f'{record.get("checksum")} of step {record.get("step")}')
         return restored['state']
+
+    def _check_layout(self, directory: Path, step: int, abstract: Any) -> None:
+        """UserError if the checkpoint's arrays (from its metadata) are not those of `abstract`:
+        checked before reading, as a failed read leaves orbax's abandoned reads behind."""
+        try:
+            saved = _shapes(self.manager.item_metadata(step)['state'])
+        except Exception:  # unreadable metadata: the read that follows reports the damage
+            return
+        wanted = _shapes(abstract)
+        if saved != wanted:
+            path = min(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
+            raise _layout_error(directory, f'{"/".join(path)}: shape {saved.get(path, "none")} '
+                                           f'there, {wanted.get(path, "none")} now')
 
     def set_aside(self, step: int, reason: str) -> None:
         """Moves checkpoint `step` to <workdir>/checkpoints_set_aside/ (process 0; all wait)."""
@@ -165,6 +197,27 @@ class Checkpoints:
             self.manager.close()
 
 
+def _shapes(tree: Any) -> dict[tuple[str, ...], tuple]:
+    """{leaf path as names: shape}, alike for a state and orbax's metadata of it."""
+    def name(key):
+        for attr in ('name', 'key', 'idx'):
+            if hasattr(key, attr):
+                return str(getattr(key, attr))
+        return str(key)
+    return {tuple(name(k) for k in path): tuple(getattr(leaf, 'shape', np.shape(leaf)))
+            for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+class _LayoutMismatch(str):
+    pass
+
+
+def _layout_error(directory: Path, detail: str) -> UserError:
+    return UserError(f'{directory} holds a state of another layout than this config builds '
+                     f'({detail}): the model or optimizer differs from what was trained there; '
+                     f'train it in a new --workdir')
+
+
 class DamagedCheckpoint(Exception):
     """A checkpoint that cannot be read or whose contents do not match its checksum."""
 
@@ -172,14 +225,13 @@ class DamagedCheckpoint(Exception):
 @contextlib.contextmanager
 def _quiet_abandoned_reads():
     """When one array of a checkpoint fails to read, orbax abandons the reads of the others;
-    Python reports each abandoned coroutine with a traceback on stderr when it is collected.
+    Python reports each abandoned coroutine (and its closed event loop) with a traceback on
+    stderr when it is collected.
     The failure itself is reported once (DamagedCheckpoint): drop those echoes."""
     previous = sys.unraisablehook
 
     def hook(unraisable):
-        code = getattr(unraisable.object, 'cr_code', None)
-        if code is None or '/orbax/' not in code.co_filename:
-            previous(unraisable)
+        del unraisable  # only orbax's reads run in this window
     sys.unraisablehook = hook
     try:
         yield

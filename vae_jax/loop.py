@@ -95,33 +95,46 @@ class Loop:
         common = dict(global_batch=self.config.batch_size, start_step=start,
                       num_steps=self.total - start, local_device_count=len(self.devices),
                       process_index=jax.process_index(), process_count=jax.process_count())
-        streams = [pipeline.train_batches(s[0], seed=c.seed, **common)
-                   for s, c in zip(self.sources, self.points.configs)]
-        for s in streams:
-            stack.callback(s.close)
-        stop = stack.enter_context(StopRequest())
-        self.history, self.t0, self.s0 = [], time.perf_counter(), start
-        for step in range(start + 1, self.total + 1):
-            batch = self.points.join_batches([next(s) for s in streams])
-            rstate, metrics = self.p_train(rstate, batch, self.train_key, self.hparams)
-            self.history.append((step, metrics))
-            do_eval = step % self.eval_every == 0 or step == self.total
-            do_ckpt = step % self.config.checkpoint_every == 0 or step == self.total
-            do_log = step % self.config.log_every == 0 or do_eval or do_ckpt
-            stopping = stop.requested(at_log_step=do_log)
-            if do_log or stopping:
-                self.log(step)
-                if not self.live():
+        streams = []
+        for source, c in zip(self.sources, self.points.configs):
+            streams.append(pipeline.train_batches(source[0], seed=c.seed, **common))
+            stack.callback(streams[-1].close)  # closed even if a later one fails
+        with StopRequest() as stop:  # only while training: later a signal acts as usual
+            self.history, self.t0, self.s0 = [], time.perf_counter(), start
+            for step in range(start + 1, self.total + 1):
+                rstate = self.step(rstate, step, streams)
+                if self.stop_here(step, stop, rstate):
                     break
-            if do_eval and not stopping:
-                self.evaluate(step, rstate)
-            if do_ckpt or stopping:
-                self.save(step, unreplicate(rstate))
-            if stopping:
-                for ck in self.ckpts:
-                    ck.wait()
-                raise Preempted(stop.signum, step)
         return unreplicate(rstate)
+
+    def step(self, rstate: TrainState, step: int, streams) -> TrainState:
+        batch = self.points.join_batches([next(s) for s in streams])
+        rstate, metrics = self.p_train(rstate, batch, self.train_key, self.hparams)
+        self.history.append((step, metrics))
+        return rstate
+
+    def stop_here(self, step: int, stop: StopRequest, rstate: TrainState) -> bool:
+        """Logs, evaluates and saves as `step` asks; True when every point has stopped.
+
+        Raises Preempted after saving, on SIGTERM/SIGINT.
+        """
+        do_eval = step % self.eval_every == 0 or step == self.total
+        do_ckpt = step % self.config.checkpoint_every == 0 or step == self.total
+        do_log = step % self.config.log_every == 0 or do_eval or do_ckpt
+        stopping = stop.requested(at_log_step=do_log)
+        if do_log or stopping:
+            self.log(step)
+            if not self.live():
+                return True
+        if do_eval and (not stopping or step == self.total):  # the final eval is never lost
+            self.evaluate(step, rstate)
+        if do_ckpt or stopping:
+            self.save(step, unreplicate(rstate))
+        if stopping:
+            for ck in self.ckpts:
+                ck.wait()
+            raise Preempted(stop.signum, step, list(self.errors))
+        return False
 
     def log(self, step: int) -> None:
         """Writes each live point's mean metrics over the window; stops points whose loss is
@@ -132,12 +145,15 @@ class Loop:
         for p in self.live():
             rows = [(s, {k: float(v[p] if self.points.vmapped else v) for k, v in m.items()})
                     for s, m in history]
-            bad = next(((s, m['loss']) for s, m in rows if not np.isfinite(m['loss'])), None)
+            # Every metric: a finite loss with NaN gradients (grad_norm) still ruins the update.
+            bad = next(((s, k, v) for s, m in rows for k, v in sorted(
+                m.items(), key=lambda kv: kv[0] != 'loss') if not np.isfinite(v)), None)
             if bad is not None:
                 kept = (f'the checkpoint of step {self.last_ckpt[p]} is kept'
                         if self.last_ckpt[p] is not None else 'no checkpoint was written')
-                self.errors[p] = (f'loss became {bad[1]} at step {bad[0]}; training stopped and '
-                                  f'{kept} (try a lower optim.learning_rate or optim.grad_clip)')
+                self.errors[p] = (f'{bad[1]} became {bad[2]} at step {bad[0]}; training stopped '
+                                  f'and {kept} (try a lower optim.learning_rate or '
+                                  f'optim.grad_clip)')
                 logging.error('%s: %s', self.ckpts[p].workdir, self.errors[p])
                 continue
             window = {k: float(np.mean([m[k] for _, m in rows])) for k in rows[-1][1]}

@@ -23,8 +23,9 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 class Preempted(Exception):
     """Training stopped at `step` on a signal, after saving a checkpoint of that step."""
 
-    def __init__(self, signum: int, step: int):
+    def __init__(self, signum: int, step: int, errors: list | None = None):
         self.signum, self.step = signum, step
+        self.errors = errors or []  # per point: None, or the divergence that stopped it
         super().__init__(f'stopped by {signal.Signals(signum).name} at step {step}; its '
                          f'checkpoint is saved; relaunch the same command to resume')
 

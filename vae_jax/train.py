@@ -135,17 +135,19 @@ def train_points(configs, workdirs, devices=None, *, vmapped: bool = True,
             workdir_lib.prepare(p)
             stack.enter_context(workdir_lib.lock(p))
         diffs = relaunch()  # again under the lock: another launch may have written meanwhile
-        ckpts = [Checkpoints(p, c.keep_checkpoints) for p, c in zip(paths, points.configs)]
-        for ck in ckpts:
-            stack.callback(ck.close)
+        ckpts = []
+        for p, c in zip(paths, points.configs):
+            ckpts.append(Checkpoints(p, c.keep_checkpoints))
+            stack.callback(ckpts[-1].close)  # closed even if a later one fails
         states, start = restore(ckpts, templates)
         check_length(paths[0], start, total)
         for p, c, d in zip(paths, points.configs, diffs):
             workdir_lib.record_launch(p, c, start, d, forced=allow_config_change)
             workdir_lib.save_run_info(p, train_source.example_shape, train_source.num_classes)
-        writers = [MetricWriter(p, start) for p in paths]
-        for w in writers:
-            stack.callback(w.close)
+        writers = []
+        for p in paths:
+            writers.append(MetricWriter(p, start))
+            stack.callback(writers[-1].close)
         loop = Loop(points, model, devices, sources,
                     {'train': [k[TRAIN] for k in keys], 'eval': [k[EVAL] for k in keys],
                      'sample': [k[SAMPLE] for k in keys]}, ckpts, writers, total,

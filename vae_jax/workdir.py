@@ -27,6 +27,7 @@ from typing import Any, Iterator
 import jax
 import ml_collections
 
+from vae_jax import distributed
 from vae_jax.errors import UserError
 
 CONFIG_FILE = 'config.json'
@@ -87,34 +88,42 @@ _HELD: set[Path] = set()  # workdirs this process holds: a nested `lock` is a no
 
 @contextlib.contextmanager
 def lock(path: Path) -> Iterator[None]:
-    """Holds `path/.lock` for the duration (process 0 only; others share its workdir).
+    """Holds `path/.lock` for the duration.
 
-    An flock: the kernel releases it when the process exits in any way (kill -9 included), so
-    a crashed run leaves no stale lock. A second process gets one UserError naming the holder.
-    Reentrant within a process (a sweep point's bookkeeping holds it around its training).
+    An flock, taken by process 0 (the others share its workdir and learn the outcome, so all
+    go on or all stop): the kernel releases it when the process exits in any way (kill -9
+    included), so a crashed run leaves no stale lock. Another holder gives one UserError
+    naming it. Reentrant within a process (a sweep point holds it around its training); every
+    process must call it for the same paths in the same order.
     """
     path = Path(path).absolute()
-    if not is_writer() or path in _HELD:
+    if path in _HELD:
         yield
         return
-    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    fd, failure = None, None
+    if is_writer():
+        fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 4096, 0).decode(errors='replace').strip() or 'another process'
-            raise UserError(f'{path} is in use by {holder}; wait for it to finish or stop it '
-                            f'(a workdir holds one run at a time)') from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (f'pid {os.getpid()} on {socket.gethostname()} since '
-                       f'{time.strftime("%Y-%m-%d %H:%M:%S")}\n').encode(), 0)
+            failure = (f'{path} is in use by {holder}; wait for it to finish or stop it (a '
+                       f'workdir holds one run at a time)')
+    try:
+        if distributed.any_process(failure is not None):
+            raise UserError(failure or f'{path} is in use (process 0 could not lock it)')
+        if fd is not None:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (f'pid {os.getpid()} on {socket.gethostname()} since '
+                           f'{time.strftime("%Y-%m-%d %H:%M:%S")}\n').encode(), 0)
         _HELD.add(path)
         try:
             yield
         finally:
             _HELD.discard(path)
     finally:
-        os.close(fd)  # releases the flock
+        if fd is not None:
+            os.close(fd)  # releases the flock
 
 
 def newest_checkpoint(workdir: Path) -> int | None:
@@ -194,6 +203,10 @@ def check_relaunch(path: Path, config, base, allow_change: bool) -> dict[str, tu
     fields if any changes what is trained and `allow_change` is false.
     """
     if not (path / CONFIG_FILE).exists():
+        if newest_checkpoint(path) is not None and not allow_change:
+            raise UserError(f'{path} holds checkpoints but no {CONFIG_FILE}: what they trained '
+                            f'is unknown; use a new --workdir (or --allow_config_change to '
+                            f'continue them as this config)')
         return {}
     diff = changes(read_config(path, base), config)
     bad = training_changes(diff, config)
@@ -214,8 +227,10 @@ def record_launch(path: Path, config, start_step: int, diff: dict, forced: bool)
              'changes': {k: list(v) for k, v in diff.items()}}
     if forced and training_changes(diff, config):
         entry['forced'] = training_changes(diff, config)
-    with open(path / HISTORY_FILE, 'a') as f:
+    with open(path / HISTORY_FILE, 'a') as f:  # on disk before config.json changes
         f.write(json.dumps(entry, default=str) + '\n')
+        f.flush()
+        os.fsync(f.fileno())
     write_atomic(path / CONFIG_FILE, config.to_json_best_effort(indent=2) + '\n')
 
 

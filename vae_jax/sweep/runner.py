@@ -25,7 +25,9 @@ from typing import Any, Callable, Mapping, Sequence
 from absl import logging
 
 from vae_jax import train as train_lib, workdir as workdir_lib
+from vae_jax.configs import validate
 from vae_jax.errors import UserError
+from vae_jax.points import Points
 from vae_jax.preemption import Preempted
 from vae_jax.steps import get_field
 from vae_jax.sweep.define import Point
@@ -162,6 +164,12 @@ def run_sweep(config, points: Sequence[Point], root: str | os.PathLike, *,
         raise UserError(f'--sweep_index={only} is out of range: the sweep has {len(points)} '
                         f'points, 0 to {len(points) - 1}')
     configs = point_configs(config, points)
+    selected = [only] if only is not None else range(len(points))
+    if vmap and len(selected) > 1:  # a group that cannot be one program: refused before writes
+        group = [configs[i] for i in selected]
+        for c in group:
+            validate(c)
+        Points(group, vmapped=True)
     root = workdir_lib.prepare(root)
     if workdir_lib.is_writer():
         swept = dict.fromkeys(k for p in points for k in p.overrides)
@@ -169,7 +177,6 @@ def run_sweep(config, points: Sequence[Point], root: str | os.PathLike, *,
             'config': config_spec, 'command_line': command_line,
             'base': {k: get_field(config, k) for k in swept},  # where a point does not set k
             'points': [dataclasses.asdict(p) for p in points]})
-    selected = [only] if only is not None else range(len(points))
     if vmap and len(selected) > 1:
         from vae_jax.sweep import vmapped
         return vmapped.run_group([points[i] for i in selected], [configs[i] for i in selected],

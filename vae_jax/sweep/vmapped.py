@@ -40,6 +40,12 @@ def run_group(points: Sequence, configs: Sequence, root: Path, devices=None) -> 
         elif status_lib.finished(workdir, status, config):
             outcomes[point.index] = status_lib.Outcome(point, 'done', skipped=True,
                                                        wall_s=status.get('wall_s'))
+        elif status.get('diverged'):
+            # Back in the group it would rewind every point to its last checkpoint, and
+            # diverge again: it is retried alone.
+            outcomes[point.index] = status_lib.Outcome(point, 'failed', error=(
+                f'{status["error"]}; a vmapped group does not retry a diverged point: run it '
+                f'alone (--sweep_index={point.index} without --sweep_vmap)'))
         else:
             todo.append((point, config, workdir, status))
     with contextlib.ExitStack() as held:
@@ -77,22 +83,26 @@ def _train_group(todo: list, outcomes: dict, devices) -> None:
                 status_lib.write_json(workdir / status_lib.STATUS_FILE, records[-1])
         logging.info('training %d sweep points as one vmapped program', len(todo))
         start = time.perf_counter()
+        group_error = None
         try:
             _, errors = train_points([t[1] for t in todo], [t[2] for t in todo], devices)
         except UserError as e:  # the group as a whole could not run
-            errors = [str(e)] * len(todo)
-        except Preempted:
-            for (point, _, workdir, _), record in zip(todo, records):
+            group_error = str(e)
+            errors = [group_error] * len(todo)
+        except Preempted as e:
+            for (point, _, workdir, _), record, error in zip(todo, records, e.errors):
                 if workdir_lib.is_writer():
-                    record.update(status='preempted', finished=status_lib.now())
+                    record.update(status='failed' if error else 'preempted',
+                                  finished=status_lib.now(), error=error, diverged=bool(error))
                     status_lib.write_json(workdir / status_lib.STATUS_FILE, record)
             raise
         wall = time.perf_counter() - start
+        diverged = not group_error
         for (point, _, workdir, _), record, error in zip(todo, records, errors):
             outcome = status_lib.Outcome(point, 'failed' if error else 'done', wall_s=wall,
                                          error=error)
             record.update(status=outcome.status, finished=status_lib.now(),
-                          wall_s=round(wall, 3), error=error)
+                          wall_s=round(wall, 3), error=error, diverged=bool(error and diverged))
             if workdir_lib.is_writer():
                 status_lib.write_json(workdir / status_lib.STATUS_FILE, record)
             outcomes[point.index] = outcome
