@@ -13,8 +13,6 @@ With several processes, every process creates the manager and calls `save` with 
 are host-local copies (numpy) of a state that is the same everywhere.
 """
 
-import contextlib
-import gc
 import shutil
 import sys
 import time
@@ -87,22 +85,17 @@ class Checkpoints:
             target = jax.device_get(target)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         self._check_layout(directory, step, abstract)
-        failure = None
-        with _quiet_abandoned_reads():  # collects them once the exception below is dropped
-            try:
-                restored = self.manager.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract), integrity=ocp.args.JsonRestore()))
-            except ValueError as e:
-                if 'structure' not in str(e).lower() and 'shape' not in str(e).lower():
-                    failure = f'unreadable ({type(e).__name__}: {_first_line(e)})'
-                else:
-                    failure = _LayoutMismatch(f'another tree structure ({_first_line(e)})')
-            except Exception as e:  # orbax/tensorstore raise many types for torn/missing files
-                failure = f'unreadable ({type(e).__name__}: {_first_line(e)})'
-        if isinstance(failure, _LayoutMismatch):
-            raise _layout_error(directory, str(failure))
-        if failure:
-            raise DamagedCheckpoint(failure)
+        _filter_abandoned_reads()
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), integrity=ocp.args.JsonRestore()))
+        except ValueError as e:  # what the metadata check above cannot see
+            if 'structure' in str(e).lower() or 'shape' in str(e).lower():
+                raise _layout_error(directory, _first_line(e)) from None
+            raise DamagedCheckpoint(f'unreadable (ValueError: {_first_line(e)})') from None
+        except Exception as e:  # orbax/tensorstore raise many types for torn/missing files
+            raise DamagedCheckpoint(f'unreadable ({type(e).__name__}: '
+                                    f'{_first_line(e)})') from None
         for (path, want), got in zip(jax.tree_util.tree_leaves_with_path(abstract),
                                      jax.tree.leaves(restored['state'])):
             if tuple(np.shape(got)) != tuple(np.shape(want)):
@@ -208,10 +201,6 @@ def _shapes(tree: Any) -> dict[tuple[str, ...], tuple]:
             for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
-class _LayoutMismatch(str):
-    pass
-
-
 def _layout_error(directory: Path, detail: str) -> UserError:
     return UserError(f'{directory} holds a state of another layout than this config builds '
                      f'({detail}): the model or optimizer differs from what was trained there; '
@@ -222,22 +211,28 @@ class DamagedCheckpoint(Exception):
     """A checkpoint that cannot be read or whose contents do not match its checksum."""
 
 
-@contextlib.contextmanager
-def _quiet_abandoned_reads():
+_FILTERING = []
+
+
+def _filter_abandoned_reads() -> None:
     """When one array of a checkpoint fails to read, orbax abandons the reads of the others;
-    Python reports each abandoned coroutine (and its closed event loop) with a traceback on
-    stderr when it is collected.
-    The failure itself is reported once (DamagedCheckpoint): drop those echoes."""
+    Python reports each abandoned coroutine, and the closed event loop it then calls, with a
+    traceback on stderr whenever they are collected. The failure itself is reported once
+    (DamagedCheckpoint): from the first read on, this process drops those echoes, and only
+    those."""
+    if _FILTERING:
+        return
     previous = sys.unraisablehook
 
     def hook(unraisable):
-        del unraisable  # only orbax's reads run in this window
+        code = getattr(unraisable.object, 'cr_code', None)
+        abandoned = code is not None and '/orbax/' in code.co_filename
+        closed_loop = (isinstance(unraisable.exc_value, RuntimeError)
+                       and str(unraisable.exc_value) == 'Event loop is closed')
+        if not (abandoned or closed_loop):
+            previous(unraisable)
     sys.unraisablehook = hook
-    try:
-        yield
-    finally:
-        gc.collect()
-        sys.unraisablehook = previous
+    _FILTERING.append(hook)
 
 
 def _first_line(e: Exception) -> str:
