@@ -316,6 +316,17 @@ def test_bad_launch_is_one_line_and_changes_nothing(finished_run, tmp_path, args
         assert not fresh.exists()
 
 
+def test_checkpoints_without_a_config_are_not_adopted(finished_run, tmp_path):
+    import shutil
+    run = tmp_path / 'copy'
+    shutil.copytree(finished_run, run)
+    (run / 'config.json').unlink()
+    before = digest(run)
+    with pytest.raises(UserError, match='holds checkpoints but no config.json'):
+        train.train_and_evaluate(toy_config(num_steps=20), run)
+    assert digest(run) == before
+
+
 def test_eval_with_a_damaged_config_json(finished_run, tmp_path):
     run = tmp_path / 'copy'
     import shutil
