@@ -57,7 +57,7 @@ class MetricWriter:
             if bad or len(kept) < len(rows):
                 logging.info('metrics.jsonl: kept %d lines up to step %d, dropped %d logged after '
                              'it and %d torn', len(kept), start_step, len(rows) - len(kept), bad)
-            workdir_lib.write_atomic(self.path, ''.join(json.dumps(r) + '\n' for r in kept))
+                workdir_lib.write_atomic(self.path, ''.join(json.dumps(r) + '\n' for r in kept))
         from tensorboardX import SummaryWriter  # imported lazily: only process 0 needs it
         # purge_step = s + 1 hides what earlier event files hold for steps > s only.
         # The pid in the name: two writers started within one second get two files.

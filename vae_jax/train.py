@@ -17,6 +17,7 @@ from absl import logging
 
 from vae_jax import configs as configs_lib, workdir as workdir_lib
 from vae_jax.checkpoints import Checkpoints, DamagedCheckpoint
+from vae_jax.data import pipeline
 from vae_jax.data.ground_truth import as_ground_truth
 from vae_jax.data.registry import make_sources
 from vae_jax.errors import UserError
@@ -61,12 +62,6 @@ def check_devices(config, devices) -> None:
 def wanted_metrics(config, train_source) -> bool:
     """Disentanglement metrics are configured and the data has ground-truth factors."""
     return bool(config.disentanglement.metrics) and as_ground_truth(train_source) is not None
-
-
-def check_batch(config, num_examples: int) -> None:
-    if config.batch_size > num_examples:
-        raise UserError(f'batch_size={config.batch_size} is larger than the {num_examples} '
-                        f'training examples of {config.data.name} ({config.data.train_split})')
 
 
 def check_length(path, step: int | None, total: int) -> None:
@@ -117,7 +112,7 @@ def train_points(configs, workdirs, devices=None, *, vmapped: bool = True,
     check_devices(base, devices)
     sources = [make_sources(c.data, c.seed) for c in points.configs]
     train_source = sources[0][0]
-    check_batch(base, train_source.num_examples)
+    pipeline.check_fits(train_source, base.batch_size)  # the stream checks it only lazily
     model = build_model(base.model, train_source.example_shape, train_source.num_classes)
     total = num_train_steps(base, train_source.num_examples)
     keys = [run_keys(c.seed) for c in points.configs]

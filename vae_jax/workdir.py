@@ -142,12 +142,11 @@ def read_config(workdir: Path, base: ml_collections.ConfigDict) -> ml_collection
         raise UserError(f'{workdir} is not a vae_jax run: {path} not found')
     try:
         saved = json.loads(path.read_text())
-        config = ml_collections.ConfigDict(base.to_dict())
-        _merge(config, saved)
+        _merge(base, saved)
     except (ValueError, TypeError, AttributeError, KeyError) as e:
         raise UserError(f'{path} is damaged ({type(e).__name__}: {e}); restore it from '
                         f'history.jsonl or a backup') from None
-    return config
+    return base
 
 
 def _merge(config: ml_collections.ConfigDict, saved: dict) -> None:
@@ -225,8 +224,9 @@ def record_launch(path: Path, config, start_step: int, diff: dict, forced: bool)
              'pid': os.getpid(), 'start_step': start_step,
              'event': 'start' if start_step == 0 and not diff else 'resume',
              'changes': {k: list(v) for k, v in diff.items()}}
-    if forced and training_changes(diff, config):
-        entry['forced'] = training_changes(diff, config)
+    forced_fields = training_changes(diff, config) if forced else []
+    if forced_fields:
+        entry['forced'] = forced_fields
     with open(path / HISTORY_FILE, 'a') as f:  # on disk before config.json changes
         f.write(json.dumps(entry, default=str) + '\n')
         f.flush()

@@ -54,6 +54,14 @@ def _check_layout(global_batch, local_device_count, process_index, process_count
     return global_batch // process_count, global_batch // devices
 
 
+def check_fits(source, global_batch: int) -> None:
+    """UserError unless one global batch fits in `source` (each epoch drops the remainder)."""
+    if global_batch > source.num_examples:
+        raise UserError(f'Global batch size {global_batch} is larger than the dataset: a batch '
+                        f'cannot be larger than the {source.num_examples} training examples of '
+                        f'{source!r}.')
+
+
 def _to_device_layout(batch, local_device_count, per_device):
     """Reshapes every ``[per_host, ...]`` array to ``[local_device_count, per_device, ...]``."""
     return {k: v.reshape(local_device_count, per_device, *v.shape[1:]) for k, v in batch.items()}
@@ -82,9 +90,7 @@ def train_batches(source, *, seed, global_batch, start_step, num_steps=None,
     """
     per_host, per_device = _check_layout(global_batch, local_device_count, process_index,
                                          process_count)
-    if global_batch > source.num_examples:
-        raise UserError(f'Global batch size {global_batch} is larger than the dataset '
-                        f'({source.num_examples} examples in {source!r}).')
+    check_fits(source, global_batch)
     lo = process_index * per_host
     positions = np.arange(lo, lo + per_host, dtype=np.int32)
     cached = {}  # epoch -> permutation; one epoch at a time (737280 dSprites take ~20 ms).

@@ -32,7 +32,7 @@ from vae_jax.preemption import Preempted
 from vae_jax.steps import get_field
 from vae_jax.sweep.define import Point
 from vae_jax.sweep.status import (STATUS_FILE, Outcome, finished, now, read_status, refusal,
-                                  write_json)
+                                  started, write_json)
 from vae_jax.sweep.summary import last_eval
 
 SWEEP_FILE = 'sweep.json'
@@ -106,9 +106,7 @@ def run_point(point: Point, config, workdir: Path, train_fn: Callable) -> Outcom
             logging.error('sweep point %d (%s): %s', point.index, point.name, e)
             return Outcome(point, 'failed', error=str(e))
         status = read_status(workdir) or {}
-        record = {'index': point.index, 'name': point.name, 'overrides': point.overrides,
-                  'status': 'started', 'attempts': status.get('attempts', 0) + 1,
-                  'started': now(), 'finished': None, 'wall_s': None, 'error': None}
+        record = started(point, status)
         logging.info('sweep point %d (%s): training in %s', point.index, point.name, workdir)
         start = time.perf_counter()
         try:

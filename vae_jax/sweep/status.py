@@ -61,5 +61,12 @@ def finished(workdir: Path, status: dict, config) -> bool:
         return False
 
 
+def started(point: Point, previous: dict, **extra) -> dict:
+    """The status record of an attempt starting now (`previous`: the point's last status)."""
+    return {'index': point.index, 'name': point.name, 'overrides': point.overrides,
+            'status': 'started', 'attempts': previous.get('attempts', 0) + 1, 'started': now(),
+            'finished': None, 'wall_s': None, 'error': None, **extra}
+
+
 def now() -> str:
     return time.strftime('%Y-%m-%dT%H:%M:%S%z')

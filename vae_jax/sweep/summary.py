@@ -19,25 +19,19 @@ from typing import Any, Sequence
 import numpy as np
 
 from vae_jax.errors import UserError
+from vae_jax.metric_writer import METRICS_FILE, read_metrics
 from vae_jax.results import flat_scalars
 from vae_jax.sweep.define import format_value
 
 
 def last_eval(workdir: Path) -> dict | None:
     """The last {"split": "eval"} record of workdir/metrics.jsonl, or None."""
-    last = None
     try:
-        lines = (Path(workdir) / 'metrics.jsonl').read_text().splitlines()
+        rows, _ = read_metrics(Path(workdir) / METRICS_FILE)  # skips a line torn by a kill
     except OSError:
         return None
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:  # a line cut short by a killed process
-            continue
-        if record.get('split') == 'eval':
-            last = record
-    return last
+    evals = [r for r in rows if r.get('split') == 'eval']
+    return evals[-1] if evals else None
 
 
 def latest_results(workdir: Path) -> dict[str, float]:

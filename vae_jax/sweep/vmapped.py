@@ -74,11 +74,7 @@ def _train_group(todo: list, outcomes: dict, devices) -> None:
     if todo:
         records = []
         for point, _, workdir, status in todo:
-            records.append({'index': point.index, 'name': point.name,
-                            'overrides': point.overrides, 'status': 'started',
-                            'attempts': status.get('attempts', 0) + 1,
-                            'started': status_lib.now(), 'finished': None, 'wall_s': None,
-                            'error': None, 'vmapped': len(todo)})
+            records.append(status_lib.started(point, status, vmapped=len(todo)))
             if workdir_lib.is_writer():
                 status_lib.write_json(workdir / status_lib.STATUS_FILE, records[-1])
         logging.info('training %d sweep points as one vmapped program', len(todo))
