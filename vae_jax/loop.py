@@ -80,7 +80,7 @@ class Loop:
         self.hparams = points.hparams()
         if points.vmapped and self.config.model.encoder == 'conv' and jax.default_backend() == 'cpu':
             # benchmarks/vmapped_sweep.py --step_only: 8 dSprites conv points, 2.1 point-steps/s
-            # vmapped against 9.2 one by one.
+            # vmapped against 10.5 one by one.
             logging.warning('vmapping a conv model over %d points makes grouped convolutions, '
                             'which XLA:CPU runs about 4x slower than separate runs; on a CPU, '
                             'sweep conv models without --sweep_vmap', len(points))
