@@ -194,13 +194,21 @@ def test_observations_of_bad_factors_are_refused():
     assert src.sample_observations_from_factors(np.zeros((0, 5), int), rng).shape == (0, 64, 64, 1)
 
 
-def test_as_ground_truth_looks_through_the_eval_subset():
+def test_eval_combinations_are_held_out_of_training_and_fixed():
     config = configs.base_config()
     config.data.name = 'dsprites'
     train, eval_source = make_sources(config.data, seed=0)
     assert isinstance(eval_source, Subset) and eval_source.num_examples == 10_000
-    assert as_ground_truth(eval_source) is train
-    assert as_ground_truth(train) is train
+    assert train.num_examples == 737_280 - 10_000
+    # No eval combination is trained on, and together they are the whole grid.
+    assert not np.isin(eval_source.indices, train.indices).any()
+    assert len(np.union1d(eval_source.indices, train.indices)) == 737_280
+    # The same held-out set for every seed (and so for every run that is compared).
+    _, other_seed = make_sources(config.data, seed=7)
+    np.testing.assert_array_equal(other_seed.indices, eval_source.indices)
+    # The metrics sample the whole factor grid: the ground truth behind both is the parent.
+    assert as_ground_truth(eval_source) is train.source
+    assert as_ground_truth(train) is train.source
     toy = Toy2DSource(num_examples=100)
     assert as_ground_truth(toy) is None
     assert as_ground_truth(Subset(toy, np.arange(10))) is None

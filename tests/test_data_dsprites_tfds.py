@@ -53,12 +53,16 @@ def sources(tmp_path_factory, no_network):
 
 def test_make_sources_reads_labelled_binary_images(sources):
     train, eval_source = sources
-    assert isinstance(train, DSpritesTfdsSource)
-    assert isinstance(train, Source) and isinstance(train, GroundTruthData)
-    assert (train.num_examples, train.example_shape, train.num_classes) == (3000, (64, 64, 1), 3)
-    # The eval split is a fixed Subset, as for the procedural source (here all 3000 records).
-    assert isinstance(eval_source, Subset) and eval_source.source is train
-    assert eval_source.num_examples == 3000
+    full = train.source
+    assert isinstance(full, DSpritesTfdsSource)
+    assert isinstance(full, Source) and isinstance(full, GroundTruthData)
+    assert (full.num_examples, full.example_shape, full.num_classes) == (3000, (64, 64, 1), 3)
+    # The eval set is a fixed tenth of this 3000-record stand-in, held out of training, as
+    # for the procedural source.
+    assert isinstance(eval_source, Subset) and eval_source.source is full
+    assert (eval_source.num_examples, train.num_examples) == (300, 2700)
+    assert not np.isin(eval_source.indices, train.indices).any()
+    train = full
 
     idx = np.random.default_rng(1).integers(0, 3000, 100)
     batch = train.get_batch(idx)
@@ -74,7 +78,7 @@ def test_make_sources_reads_labelled_binary_images(sources):
 
 
 def test_decoded_images_are_cached(sources):
-    train, _ = sources
+    train = sources[0].source  # the whole source behind the training subset
     idx = np.arange(40, 60)
     first = train.get_batch(idx)
     records, train._records = train._records, None  # Any read now fails.
@@ -85,7 +89,7 @@ def test_decoded_images_are_cached(sources):
 
 
 def test_table_and_batches_can_be_read_from_two_threads(sources):
-    train, _ = sources
+    train = sources[0].source  # the whole source behind the training subset
     fresh = DSpritesTfdsSource(train.data_dir)  # No table, nothing decoded yet.
     idx = np.random.default_rng(5).permutation(3000)[:1200].reshape(12, 100)
     images = {}
@@ -104,7 +108,7 @@ def test_table_and_batches_can_be_read_from_two_threads(sources):
 
 
 def test_records_are_shuffled_so_a_factor_table_is_needed(sources):
-    train, _ = sources
+    train = sources[0].source  # the whole source behind the training subset
     grid_index = dsprites.factor_classes_to_index(train.get_factors(np.arange(3000)))
     np.testing.assert_array_equal(np.sort(grid_index), np.sort(GRID))
     assert (np.diff(grid_index) < 0).sum() > 1000  # Far from the row-major order.
@@ -112,7 +116,8 @@ def test_records_are_shuffled_so_a_factor_table_is_needed(sources):
 
 
 def test_observations_from_factors_are_the_records_with_those_labels(sources):
-    train, eval_source = sources
+    eval_source = sources[1]
+    train = sources[0].source
     assert as_ground_truth(eval_source) is train
     rng = np.random.default_rng(2)
     factors = dsprites.index_to_factor_classes(rng.choice(GRID, 64))  # Repeats allowed.
@@ -126,7 +131,7 @@ def test_observations_from_factors_are_the_records_with_those_labels(sources):
 
 
 def test_sample_factors_covers_the_whole_grid(sources):
-    train, _ = sources
+    train = sources[0].source  # the whole source behind the training subset
     factors = train.sample_factors(20_000, np.random.default_rng(0))
     assert factors.shape == (20_000, 5)
     for f, size in enumerate(train.factor_sizes):
@@ -134,7 +139,7 @@ def test_sample_factors_covers_the_whole_grid(sources):
 
 
 def test_a_missing_combination_is_a_clear_error(sources):
-    train, _ = sources
+    train = sources[0].source  # the whole source behind the training subset
     absent = np.arange(10)[~np.isin(np.arange(10), GRID)][:2]
     factors = np.concatenate([dsprites.index_to_factor_classes(GRID[:3]),
                               dsprites.index_to_factor_classes(absent)])

@@ -7,7 +7,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from vae_jax.data import TfdsSource
-from vae_jax.evaluate.downstream import (ClassSubset, auroc, class_auroc, heldout_class_auroc,
+from vae_jax.data.subsets import ClassSubset
+from vae_jax.evaluate.downstream import (auroc, class_auroc, heldout_class_auroc,
                                          linear_probe, ood_auroc, probe_posterior_means)
 
 

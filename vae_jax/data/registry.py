@@ -1,53 +1,71 @@
-"""Builds the train and eval sources a `config.data` names."""
+"""Builds the train and eval sources a `config.data` names.
+
+Every eval source holds examples the run never trains on:
+- MNIST-like datasets: the test split (`data.eval_split`). With `data.holdout_class=c` the
+  class is removed from training, and the eval split is reported in two parts: the other
+  classes ('eval') and class c alone ('eval_heldout').
+- dSprites has a single split: a fixed set of `DSPRITES_HOLDOUT_EXAMPLES` factor combinations
+  (the same for every seed and run, `keys.DSPRITES_HOLDOUT`) is removed from training and is
+  the eval set. Disentanglement metrics still sample the whole factor grid, as in
+  disentanglement_lib.
+- toy2d: an independent draw of the same distribution.
+"""
 
 import numpy as np
 
+from vae_jax import keys
+from vae_jax.data.subsets import ClassSubset, Subset
 from vae_jax.errors import UserError
 
-# dSprites has one split; evaluation uses this many examples drawn uniformly from the grid.
-DSPRITES_EVAL_EXAMPLES = 10_000
+# dSprites combinations held out of training for evaluation (of 737,280).
+DSPRITES_HOLDOUT_EXAMPLES = 10_000
 
 
-class Subset:
-    """The examples `indices` [m] of `source`, re-indexed 0 .. m-1 (a `Source` itself)."""
-
-    def __init__(self, source, indices: np.ndarray):
-        self.source = source
-        self.indices = np.asarray(indices, np.int64)
-        self.num_examples = len(self.indices)
-        self.example_shape = source.example_shape
-        self.num_classes = source.num_classes
-
-    def get_batch(self, indices: np.ndarray) -> dict:
-        return self.source.get_batch(self.indices[np.asarray(indices)])
+def dsprites_holdout(num_examples: int) -> np.ndarray:
+    """The sorted indices [m] of the held-out dSprites combinations: 10,000 of them, or a tenth
+    of a smaller stand-in. A function of `num_examples` only."""
+    num_eval = min(DSPRITES_HOLDOUT_EXAMPLES, num_examples // 10)
+    return np.sort(keys.dsprites_holdout_rng().choice(num_examples, num_eval, replace=False))
 
 
 def make_sources(data_config, seed: int):
     """Returns (train_source, eval_source) for `data_config` (see configs.base_config)."""
+    return _make(data_config, seed)[:2]
+
+
+def eval_sources(data_config, seed: int) -> dict:
+    """{'eval': the eval source, 'eval_heldout': the held-out class's (only with
+    data.holdout_class)}: what the periodic eval reports, one metric prefix each."""
+    _, evaluation, heldout = _make(data_config, seed)
+    return {'eval': evaluation} | ({'eval_heldout': heldout} if heldout is not None else {})
+
+
+def _make(data_config, seed: int):
     from vae_jax.data import dsprites, tfds_source, toy2d  # tfds is slow to import
     name = data_config.name
     if name in tfds_source.KNOWN_DATASETS:
         data_dir = data_config.data_dir or None
         train = tfds_source.TfdsSource(name, data_config.train_split, data_dir)
-        if data_config.holdout_class >= 0:  # anomaly detection: train without one class
-            if not 0 <= data_config.holdout_class < train.num_classes:
-                raise UserError(f'data.holdout_class={data_config.holdout_class} is not a class '
-                                f'of {name} (0..{train.num_classes - 1})')
-            from vae_jax.evaluate.downstream import ClassSubset
-            train = ClassSubset(train, exclude=(data_config.holdout_class,))
-        return train, tfds_source.TfdsSource(name, data_config.eval_split, data_dir)
+        test = tfds_source.TfdsSource(name, data_config.eval_split, data_dir)
+        c = data_config.holdout_class
+        if c < 0:
+            return train, test, None
+        if not 0 <= c < train.num_classes:
+            raise UserError(f'data.holdout_class={c} is not a class of {name} '
+                            f'(0..{train.num_classes - 1})')
+        return (ClassSubset(train, exclude=(c,)), ClassSubset(test, exclude=(c,)),
+                ClassSubset(test, only=(c,)))
     if name == 'dsprites':
         if data_config.dsprites_source == 'tfds':
             from vae_jax.data.dsprites_tfds import DSpritesTfdsSource
-            train = DSpritesTfdsSource(data_config.data_dir or None)
+            full = DSpritesTfdsSource(data_config.data_dir or None)
         else:
-            train = dsprites.DSpritesSource()
-        rng = np.random.default_rng([seed, 2**31 - 1])
-        num_eval = min(DSPRITES_EVAL_EXAMPLES, train.num_examples)  # fewer in test stand-ins
-        eval_idx = rng.choice(train.num_examples, num_eval, replace=False)
-        return train, Subset(train, np.sort(eval_idx))
+            full = dsprites.DSpritesSource()
+        held = dsprites_holdout(full.num_examples)
+        return (Subset(full, np.setdiff1d(np.arange(full.num_examples), held)),
+                Subset(full, held), None)
     if name == 'toy2d':
         n = data_config.toy_examples
         return (toy2d.Toy2DSource(data_config.toy_kind, n, seed=seed),
-                toy2d.Toy2DSource(data_config.toy_kind, max(n // 5, 1), seed=seed + 1))
+                toy2d.Toy2DSource(data_config.toy_kind, max(n // 5, 1), seed=seed + 1), None)
     raise UserError(f'unknown data.name {name!r}')

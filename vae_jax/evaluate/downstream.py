@@ -166,33 +166,3 @@ def heldout_class_auroc(score_fn: Callable, source, heldout_class: int, *, batch
     scores, labels = score_source(score_fn, source, batch_size=batch_size,
                                   max_examples=max_examples)
     return class_auroc(scores, labels, heldout_class)
-
-
-class ClassSubset:
-    """The examples of a labelled `Source` whose label is not in `exclude`, as a `Source`.
-
-    For setup (b): train on `ClassSubset(train_source, exclude=(c,))`. Labels keep their
-    values and `num_classes` is the parent's. Reading the labels reads every example once
-    (a TfdsSource caches them; procedural sources render them).
-    """
-
-    def __init__(self, source, exclude, chunk: int = 10000):
-        self.source = source
-        self.exclude = tuple(int(c) for c in exclude)
-        labels = np.concatenate([
-            source.get_batch(np.arange(i, min(i + chunk, source.num_examples)))['label']
-            for i in range(0, source.num_examples, chunk)])
-        self.indices = np.flatnonzero(~np.isin(labels, self.exclude))  # [num_examples]
-        self.num_examples = len(self.indices)
-        self.example_shape = tuple(source.example_shape)
-        self.num_classes = source.num_classes
-
-    def __repr__(self):
-        return f'ClassSubset({self.source!r}, exclude={self.exclude})'
-
-    def get_batch(self, indices):
-        """int [k] indices into the subset -> the parent's batch dict for those examples."""
-        indices = np.asarray(indices, np.int64)
-        if indices.size and (indices.min() < 0 or indices.max() >= self.num_examples):
-            raise IndexError(f'indices outside [0, {self.num_examples}) for {self!r}')
-        return self.source.get_batch(self.indices[indices])

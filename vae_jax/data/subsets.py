@@ -1,0 +1,60 @@
+"""Sources that show part of another source: by index (`Subset`) or by label (`ClassSubset`).
+
+Both expose their parent as `.source`, through which `ground_truth.as_ground_truth` finds the
+factors of a dSprites subset.
+"""
+
+import numpy as np
+
+
+class Subset:
+    """The examples `indices` [m] of `source`, re-indexed 0 .. m-1 (a `Source` itself)."""
+
+    def __init__(self, source, indices: np.ndarray):
+        self.source = source
+        self.indices = np.asarray(indices, np.int64)
+        self.num_examples = len(self.indices)
+        self.example_shape = source.example_shape
+        self.num_classes = source.num_classes
+
+    def __repr__(self):
+        return f'Subset({self.source!r}, {self.num_examples} examples)'
+
+    def get_batch(self, indices: np.ndarray) -> dict:
+        return self.source.get_batch(self.indices[np.asarray(indices)])
+
+
+class ClassSubset:
+    """The examples of a labelled `Source` whose label is not in `exclude`, as a `Source`.
+
+    A run with `data.holdout_class=c` trains on `ClassSubset(train, exclude=(c,))` and is
+    evaluated on `ClassSubset(test, exclude=(c,))` and, apart, `ClassSubset(test, only=(c,))`.
+    Labels keep their values and `num_classes` is the parent's. Reading the labels reads every example once
+    (a TfdsSource caches them; procedural sources render them).
+    """
+
+    def __init__(self, source, exclude=(), chunk: int = 10000, *, only=None):
+        """`only`: keep just these classes instead (the held-out class's test examples)."""
+        self.source = source
+        self.exclude = tuple(int(c) for c in exclude)
+        self.only = None if only is None else tuple(int(c) for c in only)
+        labels = np.concatenate([
+            source.get_batch(np.arange(i, min(i + chunk, source.num_examples)))['label']
+            for i in range(0, source.num_examples, chunk)])
+        keep = (np.isin(labels, self.only) if self.only is not None
+                else ~np.isin(labels, self.exclude))
+        self.indices = np.flatnonzero(keep)  # [num_examples]
+        self.num_examples = len(self.indices)
+        self.example_shape = tuple(source.example_shape)
+        self.num_classes = source.num_classes
+
+    def __repr__(self):
+        which = f'only={self.only}' if self.only is not None else f'exclude={self.exclude}'
+        return f'ClassSubset({self.source!r}, {which})'
+
+    def get_batch(self, indices):
+        """int [k] indices into the subset -> the parent's batch dict for those examples."""
+        indices = np.asarray(indices, np.int64)
+        if indices.size and (indices.min() < 0 or indices.max() >= self.num_examples):
+            raise IndexError(f'indices outside [0, {self.num_examples}) for {self!r}')
+        return self.source.get_batch(self.indices[indices])
