@@ -42,7 +42,7 @@ def main():
         from vae_jax.evaluate.factor_report import representation_function
         from vae_jax.run import load_run
         run = load_run(args.workdir)
-        represent, what = representation_function(run.model, run.params), args.workdir
+        represent, what = representation_function(run.fns, run.params), args.workdir
     else:
         represent, what = random_projection(), 'random projection of the pixels'
     sizes = dict(num_train=int(10_000 * args.scale), num_test=int(5_000 * args.scale),

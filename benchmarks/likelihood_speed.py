@@ -6,8 +6,8 @@ Times `evaluate_likelihood` (streamed over chunks of samples, one decoder call p
 everything from the call to the returned numbers: compilation, data, the pass) against a
 straightforward reference on `--reference_examples` examples, extrapolated to `--examples`:
 one jitted call per example that decodes all k samples at once (memory O(k)) and uses the
-library's `objectives.log_likelihood` and `jax.nn.logsumexp`. Both draw the same samples
-(`objectives.iwae_sample_key`), so their bounds agree to float32 rounding; the script prints
+library's Bernoulli log-likelihood and `jax.nn.logsumexp`. Both draw the same samples
+(`keys.iwae_sample_key`), so their bounds agree to float32 rounding; the script prints
 the largest difference. Parameters are random (seed 0) unless `--workdir` names a trained
 run; they do not change the amount of work. The reference runs after `evaluate_likelihood`
 has set glibc's malloc thresholds (`retain_freed_memory`), so both run under the same ones.
@@ -41,11 +41,11 @@ import numpy as np
 
 from experiments import vae
 from vae_jax import distributions as D
-from vae_jax import objectives as O
-from vae_jax import steps
+from vae_jax import model_fns, optim, steps
 from vae_jax.data import TfdsSource
-from vae_jax.evaluate.likelihood import evaluate_likelihood, iwae_bound
-from vae_jax.models import build_model
+from vae_jax.evaluate.likelihood import evaluate_likelihood
+from vae_jax.keys import example_keys, iwae_sample_key
+from vae_jax.objectives import iwae_bound
 
 _DEFAULT_DIR = Path(__file__).resolve().parents[1].parent / 'shared' / 'data' / 'tfds'
 
@@ -71,16 +71,15 @@ def _cpu_seconds():
     return busy / os.sysconf('SC_CLK_TCK'), sum(os.times()[:2])
 
 
-def reference_bound(model, params, x, key, k):
+def reference_bound(fns, params, x, key, k):
     """One example, all k samples decoded at once: x [...], key [] -> [] nats."""
-    v = {'params': params}
-    mean, logvar = (a[0] for a in model.apply(v, x[None], None, method=model.encode))
-    z = jax.vmap(lambda j: D.reparameterize(O.iwae_sample_key(key, j), mean, logvar))(
+    mean, logvar = (a[0] for a in fns.encode(params, x[None]))
+    z = jax.vmap(lambda j: D.reparameterize(iwae_sample_key(key, j), mean, logvar))(
         jnp.arange(k))
-    out = model.apply(v, z, None, method=model.decode)
+    out = fns.decode(params, z)
 
     def log_weight(z, out):
-        return (O.log_likelihood(x, out, 'bernoulli') + D.standard_normal_log_prob(z)
+        return (D.bernoulli_log_likelihood(x, out[..., 0]) + D.standard_normal_log_prob(z)
                 - D.gaussian_log_prob(z, mean, logvar))
 
     return jax.nn.logsumexp(jax.vmap(log_weight)(z, out)) - jnp.log(k)
@@ -100,12 +99,12 @@ def main():
     if args.workdir:
         from vae_jax.run import load_run
         run = load_run(args.workdir)
-        config, model, params = run.config, run.model, run.params
+        config, fns, params = run.config, run.fns, run.params
         what = f'{args.workdir} step {run.step}'
     else:
         config = vae.get_config()
-        model = build_model(config.model, (28, 28, 1), 10)
-        params = steps.create_train_state(jax.random.key(0), model, steps.make_optimizer(
+        fns = model_fns.build(config.model, (28, 28, 1), 10)
+        params = steps.create_train_state(jax.random.key(0), fns, optim.make_optimizer(
             config.optim, 1), (28, 28, 1)).params
         what = 'random (seed 0)'
     config.eval.iwae_samples, config.eval.iwae_examples = args.samples, args.examples
@@ -124,19 +123,18 @@ def main():
 
     start = time.perf_counter()
     with Timer() as stream:
-        result = evaluate_likelihood(params, model, source, config, key, progress=report)
+        result = evaluate_likelihood(params, fns, source, config, key, progress=report)
     print(f'test NLL {result["nll"]:.3f} nats (k={k}), -ELBO {result["neg_elbo"]:.3f}')
 
     m = min(args.reference_examples, n)
-    ref_fn = jax.jit(lambda p, x, key: reference_bound(model, p, x, key, k))
+    ref_fn = jax.jit(lambda p, x, key: reference_bound(fns, p, x, key, k))
     images = source.get_batch(np.arange(m))['image']
-    keys = steps.example_keys(key, jnp.arange(m))
+    keys = example_keys(key, jnp.arange(m))
     ref_fn(params, images[0], keys[0]).block_until_ready()  # compile outside the timing
     with Timer() as ref:
         ref_values = np.array([float(ref_fn(params, images[i], keys[i])) for i in range(m)])
     streamed = jax.jit(functools.partial(
-        iwae_bound, num_samples=k, chunk=config.eval.iwae_chunk, apply_fn=model.apply,
-        encode=model.encode, decode=model.decode, likelihood='bernoulli', log_scale=0.0))(
+        iwae_bound, fns=fns, num_samples=k, chunk=config.eval.iwae_chunk))(
             params, jnp.asarray(images), None, keys)
     print(f'reference vs streamed bound on {m} examples: mean {ref_values.mean():.4f} vs '
           f'{np.mean(streamed):.4f} nats, largest difference '

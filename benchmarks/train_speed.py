@@ -9,7 +9,7 @@ Needs PyTorch (an optional benchmark extra, never a runtime dependency of vae_ja
 
 JAX side: `experiments/vae.py` (MLP 784-500-20, batch 128, Adam 1e-3) and
 `experiments/beta_vae.py` (Burgess et al. conv net on 64×64×1, β=4, batch 64, Adam 1e-4),
-built by `build_model` and trained by `steps.pmapped_steps` on one device with batches shaped
+built by `model_fns.build` and trained by `steps.pmapped_steps` on one device with batches shaped
 as the data pipeline yields them. PyTorch side: the same architectures, loss (Bernoulli, summed
 over pixels, analytic KL, mean over the batch) and optimizer, written the way a PyTorch user
 would (ConvTranspose2d decoder). Both are timed in alternating rounds so machine noise hits both
@@ -32,9 +32,9 @@ import jax
 import numpy as np
 
 from timing import block_size, load_warning, timed, wait_for_idle
-from vae_jax.models import build_model
-from vae_jax.steps import (create_train_state, hyperparams, make_optimizer, pmapped_steps,
-                           replicate)
+from vae_jax.model_fns import build as build_model_fns
+from vae_jax.optim import make_optimizer
+from vae_jax.steps import create_train_state, hyperparams, pmapped_steps, replicate
 
 try:
     import torch
@@ -70,11 +70,11 @@ class JaxRunner:
 
     def __init__(self, config, shape, batches):
         devices = jax.local_devices()[:1]
-        model = build_model(config.model, shape, num_classes=10)
+        fns = build_model_fns(config.model, shape, num_classes=10)
         tx = make_optimizer(config.optim, total_steps=1_000_000)
-        state = create_train_state(jax.random.key(0), model, tx, shape)
+        state = create_train_state(jax.random.key(0), fns, tx, shape)
         self.state = replicate(state, devices)
-        self.step, _ = pmapped_steps(model, config, devices)
+        self.step, _ = pmapped_steps(fns, config, devices)
         self.key = jax.random.key(1)
         self.hparams = hyperparams(config)
         # Leading axis 1 = the local device axis the pipeline adds; placed once so the timed

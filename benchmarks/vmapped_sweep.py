@@ -74,19 +74,18 @@ def timed_sweep(config, root, vmap):
 def step_throughput(config, rounds):
     """Point-steps/s of the compiled steps alone (one batch on device, no data, eval or I/O):
     the 8 points one after another with the single-run step, and stacked in the group step."""
-    from vae_jax import steps
+    from vae_jax import model_fns, steps
     from vae_jax.data.registry import make_sources
-    from vae_jax.models import build_model
+    from vae_jax.keys import INIT, TRAIN, run_keys
     from vae_jax.points import Points
     from vae_jax.sweep.runner import apply_overrides
-    from vae_jax.train import INIT, TRAIN, run_keys
 
     configs = [apply_overrides(config, p.overrides) for p in POINTS]
     source, _ = make_sources(config.data, config.seed)
     shape = source.example_shape
-    model = build_model(config.model, shape, source.num_classes)
+    fns = model_fns.build(config.model, shape, source.num_classes)
     devices = jax.local_devices()[:1]
-    states = [steps.init_train_state(run_keys(c.seed)[INIT], model, c, shape, 1000)
+    states = [steps.init_train_state(run_keys(c.seed)[INIT], fns, c, shape, 1000)
               for c in configs]
     batch = source.get_batch(np.arange(config.batch_size))
     batch = jax.device_put({'image': batch['image'][None], 'label': batch['label'][None],
@@ -95,7 +94,7 @@ def step_throughput(config, rounds):
 
     group_points = Points(configs, vmapped=True)
     hparams = [steps.hyperparams(c) for c in configs]
-    single, _ = steps.pmapped_steps(model, config, devices)
+    single, _ = steps.pmapped_steps(fns, config, devices)
     rstates = [steps.replicate(s, devices) for s in states]
 
     def sequential(n):
@@ -104,7 +103,7 @@ def step_throughput(config, rounds):
                 rstates[p], _ = single(rstates[p], batch, keys[p], hparams[p])
         jax.block_until_ready(rstates)
 
-    group, _ = steps.pmapped_steps(model, config, devices, vmapped=True)
+    group, _ = steps.pmapped_steps(fns, config, devices, vmapped=True)
     stacked = {'state': steps.replicate(group_points.join(states), devices)}
     group_batch = jax.tree.map(lambda x: np.stack([x] * len(configs), axis=1), batch)
     group_keys = jax.numpy.stack(keys)

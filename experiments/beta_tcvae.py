@@ -1,7 +1,7 @@
 """β-TCVAE (Chen et al. 2018) on procedural dSprites.
 
 Loss -ELBO + (β - 1) TC, the total correlation of q(z) estimated on each global batch of 64
-(vae_jax.regularizers.total_correlation). Shared setup and metrics as experiments/beta_vae.py.
+(vae_jax.objectives.beta_tcvae.total_correlation). Shared setup and metrics as experiments/beta_vae.py.
 
     python launch.py --config=experiments/beta_tcvae.py --workdir=runs/beta_tcvae
     python launch.py --config=experiments/beta_tcvae.py:quick --workdir=runs/beta_tcvae_quick

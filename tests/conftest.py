@@ -1,4 +1,13 @@
-"""Test setup: 4 fake CPU devices (before JAX initialises) and the shared TFDS data_dir."""
+"""Test setup: 4 fake CPU devices (before JAX initialises), the shared TFDS data_dir, and the
+helpers several test files share, each exposed as a fixture:
+
+  repo               the repository root (a Path)
+  tfds_dir           the prepared TFDS data_dir (a str); skips the test when it is missing
+  tiny_mnist_config  tiny_mnist_config(tfds_dir, **overrides): a few-step MNIST config (unlocked)
+  tiny_toy2d_config  tiny_toy2d_config(): experiments/toy2d.py shrunk to 6 steps, locked
+  launch             launch(*args, env_extra=None, devices=2, fault=None): launch.py in a subprocess
+  tensorboard_tags   tensorboard_tags(workdir): the set of tags in a workdir's event files
+"""
 
 import os
 from pathlib import Path
@@ -6,14 +15,135 @@ from pathlib import Path
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=4').strip()
 
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TFDS_DIR = Path(os.environ.get('VAE_JAX_TFDS_DIR', REPO.parent / 'shared' / 'data' / 'tfds'))
 
 
+def _tfds_missing_reason(test: str) -> str | None:
+    """Why `test` cannot run for want of the prepared datasets, or None when they are there."""
+    if (TFDS_DIR / 'mnist').is_dir():
+        return None
+    return (f'{test} needs the prepared TFDS datasets, not found at {TFDS_DIR}: set '
+            f'VAE_JAX_TFDS_DIR to a TFDS data_dir holding mnist, fashion_mnist and binarized_mnist '
+            f'as array_record, or build them there with `tfds build mnist fashion_mnist '
+            f'binarized_mnist --data_dir={TFDS_DIR} --file_format=array_record` (needs internet '
+            f'and tensorflow)')
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    # Checked per test, before any fixture is set up, so that the skip names the test itself even
+    # when it needs the data only through a module-scoped fixture (the session-scoped tfds_dir
+    # would otherwise report the first test that asked for it, for every test after it).
+    if 'tfds_dir' in getattr(item, 'fixturenames', ()):
+        reason = _tfds_missing_reason(item.nodeid)
+        if reason:
+            pytest.skip(reason)
+
+
 @pytest.fixture(scope='session')
-def tfds_dir() -> str:
-    if not (TFDS_DIR / 'mnist').is_dir():
-        pytest.skip(f'prepared TFDS data not found at {TFDS_DIR} (set VAE_JAX_TFDS_DIR)')
+def tfds_dir(request) -> str:
+    reason = _tfds_missing_reason(request.node.nodeid or 'this test')
+    if reason:
+        pytest.skip(reason)
     return str(TFDS_DIR)
+
+
+@pytest.fixture(scope='session')
+def repo() -> Path:
+    return REPO
+
+
+# --- configs -------------------------------------------------------------------------------
+
+def tiny_mnist_config(tfds_dir, **overrides):
+    """A few steps of a small MLP VAE on the first 2048 MNIST training images (not locked)."""
+    from vae_jax import base_config
+    c = base_config()
+    c.data.name = 'mnist'
+    c.data.data_dir = tfds_dir
+    c.data.train_split = 'train[:2048]'
+    c.data.binarize = 'dynamic'
+    c.model.hidden = (32,)
+    c.model.latents = 4
+    c.batch_size = 32
+    c.eval_batch_size = 100
+    c.eval_examples = 200
+    c.num_steps = 20
+    c.log_every = 5
+    c.checkpoint_every = 10
+    c.eval_every = 10
+    c.optim.schedule = 'cosine'
+    c.objective.kl_warmup_steps = 15
+    c.update_from_flattened_dict(overrides)
+    return c
+
+
+def tiny_toy2d_config():
+    """experiments/toy2d.py shrunk to 6 steps with evals and checkpoints at 3 and 6, locked."""
+    from experiments import toy2d
+    c = toy2d.get_config('steps=6')
+    c.data.toy_examples = 1000
+    c.batch_size = 32
+    c.eval_batch_size = 100
+    c.model.hidden = (8,)
+    c.eval_every = c.checkpoint_every = c.log_every = 3
+    c.lock()
+    return c
+
+
+@pytest.fixture(name='tiny_mnist_config', scope='session')
+def _tiny_mnist_config_fixture():
+    return tiny_mnist_config
+
+
+@pytest.fixture(name='tiny_toy2d_config', scope='session')
+def _tiny_toy2d_config_fixture():
+    return tiny_toy2d_config
+
+
+# --- launch.py and its outputs -------------------------------------------------------------
+
+def launch(*args, env_extra=None, devices=2, fault=None):
+    """Runs launch.py (tests/fault_launch.py with VAE_JAX_FAULT=fault when fault is given) on
+    `devices` fake CPU devices, from the repository root, capturing its output."""
+    env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+               **(env_extra or {}))
+    env.pop('VAE_JAX_FAULT', None)
+    script = 'launch.py'
+    if fault:
+        env['VAE_JAX_FAULT'] = fault
+        script = 'tests/fault_launch.py'
+    return subprocess.run([sys.executable, str(REPO / script), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def tensorboard_tags(workdir):
+    """Tags in the workdir's event files, read as TFRecords (8-byte length, crc, data, crc)."""
+    import struct
+    from tensorboardX.proto import event_pb2
+    tags = set()
+    for path in workdir.glob('events.out.tfevents.*'):
+        data = path.read_bytes()
+        pos = 0
+        while pos < len(data):
+            (length,) = struct.unpack('<Q', data[pos:pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+            tags |= {v.tag for v in event.summary.value}
+            pos += 16 + length
+    return tags
+
+
+@pytest.fixture(name='launch', scope='session')
+def _launch_fixture():
+    return launch
+
+
+@pytest.fixture(name='tensorboard_tags', scope='session')
+def _tensorboard_tags_fixture():
+    return tensorboard_tags

@@ -27,8 +27,7 @@ def tiny_dsprites_config():
     return c
 
 
-def test_finished_run_has_metrics_in_results_json_and_tensorboard(tmp_path):
-    from test_train import _tensorboard_tags
+def test_finished_run_has_metrics_in_results_json_and_tensorboard(tensorboard_tags, tmp_path):
     config = tiny_dsprites_config()
     train.train_and_evaluate(config, tmp_path)
     path = tmp_path / 'results' / 'eval_0000006.json'
@@ -39,7 +38,7 @@ def test_finished_run_has_metrics_in_results_json_and_tensorboard(tmp_path):
     assert all(np.isfinite(v) for v in scores.values())
     assert results['disentanglement']['beta_vae']['num_train'] == 60
     assert len(results['latents']['kl_per_dim']) == 4
-    assert {'disentanglement/mig/mig', 'traversal'} <= _tensorboard_tags(tmp_path)
+    assert {'disentanglement/mig/mig', 'traversal'} <= tensorboard_tags(tmp_path)
     assert (tmp_path / 'images' / 'traversal_0000006.png').is_file()
 
     # Launching a finished run again neither retrains nor recomputes the metrics.

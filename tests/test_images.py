@@ -1,4 +1,4 @@
-"""evaluate/images.py and evaluate/pictures.py: interpolation, traversal order, layouts, plots.
+"""images.py and pictures.py: interpolation, traversal order, layouts, plots.
 
 Fake decoders make the pictures checkable: `_columns_decoder` draws z[j] as pixel column j, so
 a tile shows exactly which code produced it.
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from vae_jax.evaluate import images, pictures
+from vae_jax import images, pictures
 
 
 def _columns_decoder(z, y=None, height=3):

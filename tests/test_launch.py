@@ -2,20 +2,8 @@
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 
 import pytest
-
-from conftest import REPO
-
-
-def launch(*args, env_extra=None):
-    env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
-               **(env_extra or {}))
-    return subprocess.run([sys.executable, str(REPO / 'launch.py'), *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
 
 
 def digest(directory):
@@ -24,7 +12,7 @@ def digest(directory):
 
 
 @pytest.fixture(scope='module')
-def cvae_run(tfds_dir, tmp_path_factory):
+def cvae_run(tfds_dir, launch, tmp_path_factory):
     """A few steps of experiments/cvae.py on real MNIST through launch.py, on 2 devices."""
     workdir = tmp_path_factory.mktemp('cvae')
     result = launch('--config=experiments/cvae.py', f'--workdir={workdir}',
@@ -57,7 +45,7 @@ def test_cvae_through_launch_writes_everything(cvae_run):
     (['--config=experiments/missing.py'], 'No such file'),
     (['--config=experiments/cvae.py', '--config.objective.beta=abc'], 'could not convert'),
 ])
-def test_bad_input_gives_one_line_and_keeps_the_run(cvae_run, args, message):
+def test_bad_input_gives_one_line_and_keeps_the_run(cvae_run, launch, args, message):
     workdir, _ = cvae_run
     before = digest(workdir)
     result = launch(*args, f'--workdir={workdir}')
@@ -69,7 +57,7 @@ def test_bad_input_gives_one_line_and_keeps_the_run(cvae_run, args, message):
     assert digest(workdir) == before
 
 
-def test_workdir_that_is_a_file_is_refused(tmp_path, tfds_dir):
+def test_workdir_that_is_a_file_is_refused(tmp_path, tfds_dir, launch):
     f = tmp_path / 'file'
     f.write_text('x')
     result = launch('--config=experiments/cvae.py', f'--workdir={f}',

@@ -12,14 +12,16 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from vae_jax import base_config, configs, steps
+import ml_collections
+
+from vae_jax import base_config, configs, likelihoods, model_fns, optim, steps
 from vae_jax import distributions as D
 from vae_jax import objectives as O
 from vae_jax.data import pipeline
 from vae_jax.data.tfds_source import TfdsSource
 from vae_jax.errors import UserError
 from vae_jax.evaluate import likelihood as L
-from vae_jax.models import build_model
+from vae_jax.keys import example_keys
 
 SIGMA = 0.5
 W = np.linalg.qr(np.random.default_rng(0).normal(size=(6, 2)))[0] * np.array([2.0, 1.0])
@@ -40,12 +42,27 @@ def _decode(params, z):
     return (z @ W.T + B)[..., None]  # [b, 6, 1]: the Gaussian mean
 
 
-def _apply(variables, inp, y, method):
-    return method(variables['params'], inp)
+class PPCAFns:
+    """The `ModelFns` of pPCA with the encoder `_encode`: N(0, I) prior, Gaussian likelihood."""
+    likelihood = likelihoods.gaussian(ml_collections.ConfigDict({'gaussian_scale': SIGMA}))
+
+    def encode(self, params, x, y=None):
+        return _encode(params, x)
+
+    def decode(self, params, z, y=None):
+        return _decode(params, z)
+
+    def log_lik(self, x, out):
+        return jax.vmap(self.likelihood.log_prob)(x, out)
+
+    def kl_per_dim(self, params, mean, logvar):
+        return jax.vmap(D.gaussian_kl_per_dim)(mean, logvar)
+
+    def prior_log_prob(self, params, z):
+        return jax.vmap(D.standard_normal_log_prob)(z)
 
 
-MODEL_FNS = dict(apply_fn=_apply, encode=_encode, decode=_decode, likelihood='gaussian',
-                 log_scale=np.log(SIGMA))
+FNS = PPCAFns()
 
 
 @functools.lru_cache
@@ -59,8 +76,8 @@ def _data(n=5000):
 
 @functools.partial(jax.jit, static_argnames=('num_samples', 'chunk'))
 def _bound(params, x, index, num_samples, chunk=64):
-    keys = steps.example_keys(jax.random.key(0), index)
-    return L.iwae_bound(params, x, None, keys, num_samples=num_samples, chunk=chunk, **MODEL_FNS)
+    keys = example_keys(jax.random.key(0), index)
+    return O.iwae_bound(params, x, None, keys, fns=FNS, num_samples=num_samples, chunk=chunk)
 
 
 def _encoder(shift, inflate):
@@ -114,20 +131,20 @@ def test_value_does_not_depend_on_chunks_or_batches():
 def _k1_vs_elbo(params, x, keys):
     """Per example: the k=1 bound, log p(x|z) + log p(z) - log q(z|x) at the z of elbo_terms,
     and the ELBO; and the IWAE (k=1) and ELBO training losses."""
-    t = O.elbo_terms(params, x, None, keys, **MODEL_FNS)
+    t = O.elbo_terms(params, x, None, keys, FNS)
     mean, logvar = _encode(params, x)
     z = jax.vmap(D.reparameterize)(keys, mean, logvar)  # the sample elbo_terms draws
     same_z = (t['log_lik'] + jax.vmap(D.standard_normal_log_prob)(z)
               - jax.vmap(D.gaussian_log_prob)(z, mean, logvar))
-    bound = L.iwae_bound(params, x, None, keys, num_samples=1, chunk=4, **MODEL_FNS)
-    iwae_loss = O.iwae_loss(params, x, None, keys, num_samples=1, **MODEL_FNS)
-    elbo_loss = O.vae_loss(params, x, None, keys, beta=1.0, **MODEL_FNS)
+    bound = O.iwae_bound(params, x, None, keys, fns=FNS, num_samples=1, chunk=4)
+    iwae_loss = O.iwae_loss(params, x, None, keys, fns=FNS, num_samples=1)
+    elbo_loss = O.vae_loss(params, x, None, keys, fns=FNS, beta=1.0)
     return bound, same_z, t['log_lik'] - t['kl'], iwae_loss, elbo_loss
 
 
 def test_k1_is_the_single_sample_elbo_with_the_same_key():
     x, _ = _data()
-    keys = steps.example_keys(jax.random.key(5), jnp.arange(len(x)))
+    keys = example_keys(jax.random.key(5), jnp.arange(len(x)))
     bound, same_z, elbo, (loss, metrics), (elbo_loss, elbo_metrics) = _k1_vs_elbo(
         _encoder(SHIFT, INFLATE), x, keys)
     np.testing.assert_allclose(bound, same_z, rtol=1e-5)
@@ -155,22 +172,18 @@ def mnist(tfds_dir):
     return TfdsSource('mnist', 'train[:64]', tfds_dir)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _init(model, example_shape):
-    return model.init(jax.random.key(0), jnp.zeros((1, *example_shape)), jnp.zeros(1, int))
-
-
-def _init_params(model, source):
-    return _init(model, source.example_shape)['params']
+def _init_params(fns, source):
+    return jax.jit(fns.module.init)(jax.random.key(0),
+                                    jnp.zeros((1, *source.example_shape)))['params']
 
 
 def test_dataset_bound_equals_the_pieces_on_any_devices_batches_and_chunks(mnist, tfds_dir):
     config = _mnist_config(tfds_dir, **{'eval.iwae_samples': 6, 'eval.iwae_chunk': 4,
                                         'eval.iwae_examples': 24, 'eval_batch_size': 8})
-    model = build_model(config.model, mnist.example_shape, mnist.num_classes)
-    params = _init_params(model, mnist)
+    fns = model_fns.build(config.model, mnist.example_shape, mnist.num_classes)
+    params = _init_params(fns, mnist)
     calls = []
-    result = L.evaluate_likelihood(params, model, mnist, config, jax.random.key(3),
+    result = L.evaluate_likelihood(params, fns, mnist, config, jax.random.key(3),
                                    devices=jax.devices()[:2],
                                    progress=lambda *a: calls.append(a))
     assert calls == [(8, 24), (16, 24), (24, 24)] and result['count'] == 24
@@ -178,13 +191,11 @@ def test_dataset_bound_equals_the_pieces_on_any_devices_batches_and_chunks(mnist
     @jax.jit
     def pieces(batch):
         """The test set binarized once from the eval key, steps.eval_step and iwae_bound."""
-        keys = steps.example_keys(jax.random.key(3), batch['index'])
+        keys = example_keys(jax.random.key(3), batch['index'])
         x, y = steps.prepare_inputs(batch, keys, 'dynamic')
-        bound = L.iwae_bound(params, x, y, keys, num_samples=6, chunk=6, apply_fn=model.apply,
-                             encode=model.encode, decode=model.decode, likelihood='bernoulli',
-                             log_scale=0.0)
-        sums = steps.eval_step(params, batch, jax.random.key(3), model=model,
-                               model_config=config.model, binarize='dynamic', axis_name=None)
+        bound = O.iwae_bound(params, x, y, keys, fns=fns, num_samples=6, chunk=6)
+        sums = steps.eval_step(params, batch, jax.random.key(3), fns=fns, binarize='dynamic',
+                               axis_name=None)
         return x, bound, sums
 
     # One device, one batch of 24, one chunk of 6: the same numbers.
@@ -199,11 +210,11 @@ def test_dataset_bound_equals_the_pieces_on_any_devices_batches_and_chunks(mnist
 
 def _train_losses(source, config, num_devices, num_steps=3):
     devices = jax.devices()[:num_devices]
-    model = build_model(config.model, source.example_shape, source.num_classes)
-    tx = steps.make_optimizer(config.optim, num_steps)
-    state = steps.TrainState.create(apply_fn=model.apply, params=_init_params(model, source),
+    fns = model_fns.build(config.model, source.example_shape, source.num_classes)
+    tx = optim.make_optimizer(config.optim, num_steps)
+    state = steps.TrainState.create(apply_fn=fns.module.apply, params=_init_params(fns, source),
                                     tx=tx)
-    p_train, _ = steps.pmapped_steps(model, config, devices)
+    p_train, _ = steps.pmapped_steps(fns, config, devices)
     rstate, losses = steps.replicate(state, devices), []
     for batch in pipeline.train_batches(source, seed=1, global_batch=16, start_step=0,
                                         num_steps=num_steps, local_device_count=num_devices):
@@ -226,8 +237,11 @@ def test_iwae_training_is_the_same_on_1_and_2_devices(mnist, tfds_dir):
 @pytest.mark.parametrize('override, message', [
     ({'objective.name': 'vimco'}, 'unknown objective.name'),
     ({'objective.name': 'iwae', 'objective.num_samples': 0}, 'num_samples must be >= 1'),
-    ({'objective.name': 'iwae', 'objective.beta': 4.0}, "applies to 'elbo' and 'beta_tcvae' only"),
-    ({'objective.name': 'iwae', 'objective.free_bits': 0.5}, "'elbo' only"),
+    ({'objective.name': 'iwae', 'objective.beta': 4.0}, "'iwae' does not read objective.beta"),
+    ({'objective.name': 'iwae', 'objective.free_bits': 0.5}, 'does not read objective.free_bits'),
+    ({'objective.name': 'capacity', 'objective.num_samples': 5},
+     "'capacity' does not read objective.num_samples=5; it reads gamma, capacity_max"),
+    ({'objective.name': 'dip_vae', 'objective.dip_type': 'iii'}, 'unknown objective.dip_type'),
     ({'eval.iwae_samples': 0}, 'iwae_samples must be >= 1'),
     ({'eval.iwae_chunk': 0}, 'iwae_chunk must be >= 1'),
     ({'eval.iwae_examples': -1}, 'iwae_examples must be >= 0'),

@@ -52,10 +52,8 @@ def test_conditional_decoder_depends_on_label(encoder):
 def test_build_model_rejects_bad_config():
     with pytest.raises(UserError, match='likelihood'):
         _model((28, 28, 1), likelihood='poisson')
-    with pytest.raises(UserError, match='latents'):
-        _model((28, 28, 1), latents=0)
-    with pytest.raises(UserError, match='encoder'):
-        _model((28, 28, 1), encoder='resnet')
+    with pytest.raises(UserError, match='prior'):
+        _model((28, 28, 1), prior='vamp')
     with pytest.raises(UserError, match='conv encoder needs images'):
         _model((2,), encoder='conv')
     with pytest.raises(UserError, match='labelled'):

@@ -2,18 +2,15 @@
 
 import json
 
-from conftest import REPO
 
-
-def test_quickstart_notebook_executes(tfds_dir, tmp_path, monkeypatch):
+def test_quickstart_notebook_executes(tfds_dir, tiny_mnist_config, repo, tmp_path, monkeypatch):
     import vae_jax
-    from test_train import tiny_config
     workdir = tmp_path / 'run'
-    vae_jax.train_and_evaluate(tiny_config(tfds_dir, **{'num_steps': 10, 'eval_every': 10}),
+    vae_jax.train_and_evaluate(tiny_mnist_config(tfds_dir, **{'num_steps': 10, 'eval_every': 10}),
                                workdir)
     monkeypatch.setenv('VAE_JAX_NOTEBOOK_RUN', str(workdir))
     monkeypatch.setenv('TFDS_DATA_DIR', tfds_dir)
-    notebook = json.loads((REPO / 'notebooks' / 'quickstart.ipynb').read_text())
+    notebook = json.loads((repo / 'notebooks' / 'quickstart.ipynb').read_text())
     namespace = {}
     for cell in notebook['cells']:
         if cell['cell_type'] == 'code':

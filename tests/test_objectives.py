@@ -9,36 +9,34 @@ import pytest
 
 from vae_jax import distributions as D
 from vae_jax import objectives as O
-from vae_jax.errors import UserError
+from vae_jax import likelihoods
 
 
-def test_log_likelihood_dispatch():
-    rng = np.random.default_rng(0)
-    x = rng.random((4, 4, 1)).astype(np.float32)
-    p = rng.normal(size=(4, 4, 1, 2)).astype(np.float32)
-    np.testing.assert_allclose(O.log_likelihood(x, p[..., :1], 'bernoulli'),
-                               D.bernoulli_log_likelihood(x, p[..., 0]), rtol=1e-6)
-    np.testing.assert_allclose(O.log_likelihood(x, p[..., :1], 'gaussian', -1.0),
-                               D.gaussian_log_likelihood(x, p[..., 0], -1.0), rtol=1e-6)
-    # The learned log-scale is softly bounded below, and equals the raw value well above it.
-    big = p.copy()
-    big[..., 1] = 1.0
-    learned = O.MIN_LOG_SCALE + np.log1p(np.exp(1.0 - O.MIN_LOG_SCALE))  # softplus
-    np.testing.assert_allclose(O.log_likelihood(x, big, 'gaussian_learned'),
-                               D.gaussian_log_likelihood(x, big[..., 0], learned), rtol=1e-5)
-    tiny = p.copy()
-    tiny[..., 1] = -1e4
-    bounded = O.log_likelihood(x, tiny, 'gaussian_learned')
-    np.testing.assert_allclose(bounded, D.gaussian_log_likelihood(x, tiny[..., 0], O.MIN_LOG_SCALE),
-                               rtol=1e-5)
-    with pytest.raises(UserError, match='unknown likelihood'):
-        O.log_likelihood(x, p, 'poisson')
+class LinearFns:
+    """A `ModelFns` stand-in: encoder mean x @ p with logvar -1, Bernoulli decoder z @ p.T,
+    standard normal prior."""
+
+    def encode(self, p, x, y=None):
+        return x @ p, jnp.full_like(x, -1.0)
+
+    def decode(self, p, z, y=None):
+        return (z @ p.T)[..., None]
+
+    def log_lik(self, x, out):
+        return jax.vmap(D.bernoulli_log_likelihood)(x, out[..., 0])
+
+    def kl_per_dim(self, p, mean, logvar):
+        return jax.vmap(D.gaussian_kl_per_dim)(mean, logvar)
+
+    def prior_log_prob(self, p, z):
+        return jax.vmap(D.standard_normal_log_prob)(z)
 
 
 def test_negative_elbo_and_mean():
     assert O.negative_elbo(jnp.array(-10.0), jnp.array(3.0), 4.0) == 22.0
     logits = jnp.array([[[0.0]], [[5.0]]])
-    np.testing.assert_allclose(O.likelihood_mean(logits, 'bernoulli'), [[0.5], [jax.nn.sigmoid(5.0)]])
+    np.testing.assert_allclose(likelihoods.bernoulli(None).mean(logits),
+                               [[0.5], [jax.nn.sigmoid(5.0)]])
 
 
 def test_free_bits_value_and_gradient():
@@ -78,19 +76,9 @@ def test_vae_loss_terms_are_consistent():
     """With a fixed linear 'model' the terms equal the distributions' functions."""
     w = jnp.array([[1.0, -1.0], [0.5, 2.0]])
 
-    def apply_fn(variables, inp, y, method):
-        return method(variables['params'], inp)
-
-    def encode(p, x):
-        return x @ p, jnp.full_like(x, -1.0)
-
-    def decode(p, z):
-        return (z @ p.T)[..., None]
-
     x = jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     keys = jax.random.split(jax.random.key(0), 3)
-    loss, m = O.vae_loss(w, x, None, keys, apply_fn=apply_fn, encode=encode, decode=decode,
-                         likelihood='bernoulli', log_scale=0.0, beta=2.0)
+    loss, m = O.vae_loss(w, x, None, keys, fns=LinearFns(), beta=2.0)
     mean = x @ w
     kl = jax.vmap(D.gaussian_kl)(mean, jnp.full_like(mean, -1.0))
     np.testing.assert_allclose(m['kl'], kl.mean(), rtol=1e-6)

@@ -5,6 +5,7 @@ and vmapped), TensorBoard and JSONL after kills, the workdir lock. Runs are toy 
 files), so each launch costs a few seconds.
 """
 
+import functools
 import hashlib
 import json
 import os
@@ -18,7 +19,6 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO
 from experiments import toy2d
 from vae_jax import train, workdir as workdir_lib
 from vae_jax.checkpoints import checksum
@@ -45,14 +45,11 @@ def digest(directory: Path) -> dict:
             for p in sorted(directory.rglob('*')) if p.is_file()}
 
 
-def launch(*args, fault=None, devices=4, script='launch.py'):
-    env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
-    env.pop('VAE_JAX_FAULT', None)
-    if fault:
-        env['VAE_JAX_FAULT'] = fault
-        script = 'tests/fault_launch.py'
-    return subprocess.run([sys.executable, str(REPO / script), *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+@pytest.fixture(scope='module')
+def launch(launch):
+    """conftest's launch.py runner (fault=... runs tests/fault_launch.py), here on 4 fake devices
+    like the in-process reference runs."""
+    return functools.partial(launch, devices=4)
 
 
 def one_error_line(result, message: str) -> None:
@@ -200,7 +197,7 @@ def test_damaged_newest_checkpoint_is_skipped_in_eval_and_training(reference, tm
     assert_logs_read_as_one_run(run, ref_dir)
 
 
-def test_sigterm_and_kill_9_during_saves_resume_bit_identically(reference, tmp_path):
+def test_sigterm_and_kill_9_during_saves_resume_bit_identically(reference, launch, tmp_path):
     """One run through launch.py: killed (-9) while orbax writes the step-20 checkpoint, then
     preempted by SIGTERM at step 27, then finished; it ends as the uninterrupted run."""
     ref_dir, ref_state = reference
@@ -219,7 +216,7 @@ def test_sigterm_and_kill_9_during_saves_resume_bit_identically(reference, tmp_p
     assert [h['start_step'] for h in history][-1] == 27
 
 
-def test_vmapped_group_killed_between_its_points_saves_resumes(tmp_path):
+def test_vmapped_group_killed_between_its_points_saves_resumes(launch, tmp_path):
     """kill -9 after the first point's step-20 save: the points' checkpoints are at different
     steps; the relaunch resumes all from their newest common step and ends as an uninterrupted
     group."""
@@ -263,13 +260,13 @@ def test_torn_jsonl_line_dropped_and_final_eval_kept_on_relaunch(reference, tmp_
 
 # --- one process per workdir ----------------------------------------------------------------
 
-def test_lock_names_its_holder_and_dies_with_it(tmp_path):
+def test_lock_names_its_holder_and_dies_with_it(repo, tmp_path):
     run = tmp_path / 'run'
     run.mkdir()
     holder = subprocess.Popen([sys.executable, '-c', (
         'import sys, time; from pathlib import Path; from vae_jax import workdir; '
         'lock = workdir.lock(Path(sys.argv[1])); lock.__enter__(); print("locked", flush=True); '
-        'time.sleep(60)'), str(run)], stdout=subprocess.PIPE, text=True, cwd=REPO)
+        'time.sleep(60)'), str(run)], stdout=subprocess.PIPE, text=True, cwd=repo)
     assert holder.stdout.readline().strip() == 'locked'
     with pytest.raises(UserError, match=f'in use by pid {holder.pid} on '):
         train.train_and_evaluate(toy_config(num_steps=10), run)
@@ -302,7 +299,8 @@ def finished_run(tmp_path_factory):
     (['extra'], 'unexpected arguments: extra'),
     (['--mode=eval', '--eval_examples=-1'], 'eval_examples'),
 ])
-def test_bad_launch_is_one_line_and_changes_nothing(finished_run, tmp_path, args, message):
+def test_bad_launch_is_one_line_and_changes_nothing(finished_run, launch, tmp_path, args,
+                                                    message):
     before = digest(finished_run)
     config = ['--config=experiments/toy2d.py', '--config.num_steps=10',
               '--config.checkpoint_every=10', '--config.log_every=5', '--config.eval_every=20',
@@ -327,7 +325,7 @@ def test_checkpoints_without_a_config_are_not_adopted(finished_run, tmp_path):
     assert digest(run) == before
 
 
-def test_eval_with_a_damaged_config_json(finished_run, tmp_path):
+def test_eval_with_a_damaged_config_json(finished_run, launch, tmp_path):
     run = tmp_path / 'copy'
     import shutil
     shutil.copytree(finished_run, run)
@@ -344,7 +342,7 @@ def test_eval_of_a_run_that_cannot_be_written(finished_run, monkeypatch):
         report.evaluate_run(finished_run, iwae_samples=2, max_examples=10)
 
 
-def test_full_disk_keeps_the_previous_checkpoint(tmp_path):
+def test_full_disk_keeps_the_previous_checkpoint(launch, tmp_path):
     """A 2 MiB tmpfs as the workdir's disk; filled, the next save fails with one line."""
     mount = tmp_path / 'disk'
     mount.mkdir()

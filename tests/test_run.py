@@ -5,16 +5,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from test_train import tiny_config
 from vae_jax import load_run, train
 from vae_jax.errors import UserError
 
 
 @pytest.fixture(scope='module')
-def trained(tfds_dir, tmp_path_factory):
+def trained(tfds_dir, tiny_mnist_config, tmp_path_factory):
     workdir = tmp_path_factory.mktemp('run')
-    config = tiny_config(tfds_dir, **{'model.conditional': True, 'num_steps': 10,
-                                      'checkpoint_every': 5, 'eval_every': 10})
+    config = tiny_mnist_config(tfds_dir, **{'model.conditional': True, 'num_steps': 10,
+                                            'checkpoint_every': 5, 'eval_every': 10})
     state = train.train_and_evaluate(config, workdir)
     return workdir, state
 

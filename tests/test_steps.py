@@ -5,10 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vae_jax import base_config, steps
+from vae_jax import base_config, keys as keys_lib, model_fns, optim, steps
 from vae_jax.data import pipeline
 from vae_jax.data.tfds_source import TfdsSource
-from vae_jax.models import build_model
 
 GLOBAL_BATCH = 16
 
@@ -33,10 +32,10 @@ def mnist(tfds_dir):
 
 def _train(source, config, num_devices, num_steps=3, step_fn=steps.train_step):
     devices = jax.devices()[:num_devices]
-    model = build_model(config.model, source.example_shape, source.num_classes)
-    tx = steps.make_optimizer(config.optim, num_steps)
-    state = steps.create_train_state(jax.random.key(0), model, tx, source.example_shape)
-    p_train, _ = steps.pmapped_steps(model, config, devices, step_fn=step_fn)
+    fns = model_fns.build(config.model, source.example_shape, source.num_classes)
+    tx = optim.make_optimizer(config.optim, num_steps)
+    state = steps.create_train_state(jax.random.key(0), fns, tx, source.example_shape)
+    p_train, _ = steps.pmapped_steps(fns, config, devices, step_fn=step_fn)
     rstate = steps.replicate(state, devices)
     losses = []
     batches = pipeline.train_batches(source, seed=1, global_batch=GLOBAL_BATCH, start_step=0,
@@ -84,9 +83,9 @@ def test_hyperparameters_are_traced_data_not_constants(mnist):
     config = _config('mlp')
     config.objective.free_bits = 0.0
     devices = jax.devices()[:2]
-    model = build_model(config.model, mnist.example_shape, mnist.num_classes)
-    p_train, _ = steps.pmapped_steps(model, config, devices, step_fn=counting_step)
-    state = steps.init_train_state(jax.random.key(0), model, config, mnist.example_shape, 1)
+    fns = model_fns.build(config.model, mnist.example_shape, mnist.num_classes)
+    p_train, _ = steps.pmapped_steps(fns, config, devices, step_fn=counting_step)
+    state = steps.init_train_state(jax.random.key(0), fns, config, mnist.example_shape, 1)
     batch = next(pipeline.train_batches(mnist, seed=1, global_batch=GLOBAL_BATCH, start_step=0,
                                         num_steps=1, local_device_count=2))
     results = []
@@ -109,15 +108,15 @@ def test_hyperparameters_are_traced_data_not_constants(mnist):
 def test_example_keys_depend_only_on_global_index():
     key = jax.random.key(3)
     idx = jnp.arange(8)
-    all_keys = jax.random.key_data(steps.example_keys(key, idx))
-    second_half = jax.random.key_data(steps.example_keys(key, idx[4:]))
+    all_keys = jax.random.key_data(keys_lib.example_keys(key, idx))
+    second_half = jax.random.key_data(keys_lib.example_keys(key, idx[4:]))
     np.testing.assert_array_equal(all_keys[4:], second_half)
     assert len({tuple(k) for k in np.asarray(all_keys)}) == 8
 
 
 def test_dynamic_binarization_is_bernoulli_of_intensity():
     x = jnp.full((4000, 3), 0.3)
-    keys = steps.example_keys(jax.random.key(0), jnp.arange(4000))
+    keys = keys_lib.example_keys(jax.random.key(0), jnp.arange(4000))
     xb, _ = steps.prepare_inputs({'image': x, 'label': jnp.zeros(4000, int)}, keys, 'dynamic')
     assert set(np.unique(xb)) <= {0.0, 1.0}
     assert abs(float(xb.mean()) - 0.3) < 0.015
@@ -127,13 +126,13 @@ def test_dynamic_binarization_is_bernoulli_of_intensity():
 
 def test_eval_sums_do_not_depend_on_device_count(mnist):
     config = _config('mlp')
-    model = build_model(config.model, mnist.example_shape, mnist.num_classes)
-    state = steps.create_train_state(jax.random.key(0), model,
-                                     steps.make_optimizer(config.optim, 1), mnist.example_shape)
+    fns = model_fns.build(config.model, mnist.example_shape, mnist.num_classes)
+    state = steps.create_train_state(jax.random.key(0), fns,
+                                     optim.make_optimizer(config.optim, 1), mnist.example_shape)
     results = []
     for n in (1, 4):
         devices = jax.devices()[:n]
-        _, p_eval = steps.pmapped_steps(model, config, devices)
+        _, p_eval = steps.pmapped_steps(fns, config, devices)
         rparams = steps.replicate(state.params, devices)
         totals = None
         for batch in pipeline.eval_batches(mnist, global_batch=40 * n, local_device_count=n,

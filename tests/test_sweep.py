@@ -6,15 +6,11 @@ import json
 import math
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO
-from experiments import toy2d
 from vae_jax import train
 from vae_jax.data import pipeline
 from vae_jax.errors import UserError
@@ -22,18 +18,6 @@ from vae_jax.run import load_run
 from vae_jax.sweep import (apply_overrides, chain, expand, load_sweep, product, read_status,
                            run_sweep, summarize, sweep, zip_)
 from vae_jax.sweep.__main__ import main as sweep_main
-
-
-def tiny_config():
-    """experiments/toy2d.py shrunk to 6 steps with evals and checkpoints at 3 and 6, locked."""
-    c = toy2d.get_config('steps=6')
-    c.data.toy_examples = 1000
-    c.batch_size = 32
-    c.eval_batch_size = 100
-    c.model.hidden = (8,)
-    c.eval_every = c.checkpoint_every = c.log_every = 3
-    c.lock()
-    return c
 
 
 # Point 0 diverges (Adam with this rate puts the loss at NaN within two steps); 1-3 train:
@@ -93,8 +77,9 @@ def test_bad_definitions_are_user_errors(make, message):
         expand(make())
 
 
-def test_overrides_set_a_copy_of_the_locked_config_and_unknown_fields_fail(tmp_path):
-    base = tiny_config()
+def test_overrides_set_a_copy_of_the_locked_config_and_unknown_fields_fail(tiny_toy2d_config,
+                                                                            tmp_path):
+    base = tiny_toy2d_config()
     c = apply_overrides(base, {'objective.beta': 4, 'model.hidden': [16, 16]})
     assert c.objective.beta == 4.0 and type(c.objective.beta) is float
     assert c.model.hidden == (16, 16) and base.objective.beta == 1.0 and c.is_locked
@@ -116,24 +101,24 @@ def test_overrides_set_a_copy_of_the_locked_config_and_unknown_fields_fail(tmp_p
     assert not (tmp_path / 'root').exists()
 
 
-def test_experiment_files_declare_their_sweeps(capsys):
-    assert [p.name for p in load_sweep(str(REPO / 'experiments/toy2d.py'))] == [
+def test_experiment_files_declare_their_sweeps(repo, capsys):
+    assert [p.name for p in load_sweep(str(repo / 'experiments/toy2d.py'))] == [
         f'beta={b},seed={s}' for b in ('0.25', '1', '4') for s in (0, 1)]
-    assert sweep_main(['list', str(REPO / 'experiments/toy2d.py:seeds=1')]) == 0
+    assert sweep_main(['list', str(repo / 'experiments/toy2d.py:seeds=1')]) == 0
     assert capsys.readouterr().out == '0\tbeta=0.25,seed=0\n1\tbeta=1,seed=0\n2\tbeta=4,seed=0\n'
-    assert len(load_sweep(str(REPO / 'experiments/toy2d.py:seeds=3'))) == 9
-    vae = load_sweep(str(REPO / 'experiments/vae.py:epochs=10'))
+    assert len(load_sweep(str(repo / 'experiments/toy2d.py:seeds=3'))) == 9
+    vae = load_sweep(str(repo / 'experiments/vae.py:epochs=10'))
     assert len(vae) == 15 and vae[14].overrides == {'model.latents': 50, 'seed': 2}
     with pytest.raises(UserError, match='cvae.py defines no get_sweep()'):
-        load_sweep(str(REPO / 'experiments/cvae.py'))
+        load_sweep(str(repo / 'experiments/cvae.py'))
 
 
 # --- the runner, in-process on a tiny real sweep ------------------------------------------------
 
 @pytest.fixture(scope='module')
-def tiny_sweep(tmp_path_factory):
+def tiny_sweep(tiny_toy2d_config, tmp_path_factory):
     root = tmp_path_factory.mktemp('sweep')
-    outcomes = run_sweep(tiny_config(), POINTS, root)
+    outcomes = run_sweep(tiny_toy2d_config(), POINTS, root)
     return root, outcomes
 
 
@@ -158,7 +143,8 @@ def test_a_failing_point_is_recorded_and_the_others_train(tiny_sweep):
     assert sweep_json['base'] == {'optim.learning_rate': 3e-3, 'objective.beta': 1.0, 'seed': 0}
 
 
-def test_second_run_skips_finished_points_and_retries_the_failed_one(tiny_sweep, tmp_path):
+def test_second_run_skips_finished_points_and_retries_the_failed_one(tiny_sweep, tiny_toy2d_config,
+                                                                     tmp_path):
     root, _ = tiny_sweep
     before = {p.name: digest(root / p.name) for p in POINTS[1:]}
     calls = []
@@ -166,25 +152,26 @@ def test_second_run_skips_finished_points_and_retries_the_failed_one(tiny_sweep,
     def counting_train(config, workdir):
         calls.append(workdir)
         return train.train_and_evaluate(config, workdir)
-    outcomes = run_sweep(tiny_config(), POINTS, root, train_fn=counting_train)
+    outcomes = run_sweep(tiny_toy2d_config(), POINTS, root, train_fn=counting_train)
     assert calls == [str(root / POINTS[0].name)]
     assert [o.skipped for o in outcomes] == [False, True, True, True]
     assert outcomes[0].status == 'failed' and read_status(root / POINTS[0].name)['attempts'] == 2
     assert {p.name: digest(root / p.name) for p in POINTS[1:]} == before
     # A finished point of another config is neither skipped nor resumed.
-    other = apply_overrides(tiny_config(), {'model.latents': 3})
+    other = apply_overrides(tiny_toy2d_config(), {'model.latents': 3})
     (outcome,) = run_sweep(other, POINTS, root, only=1, train_fn=pytest.fail)
     assert outcome.status == 'failed' and 'model.latents 2 -> 3' in outcome.error
     # A finished point asked for more steps (constant schedule) resumes and trains them.
     copy = tmp_path / 'copy'
     shutil.copytree(root, copy)
-    longer = apply_overrides(tiny_config(), {'num_steps': 9})
+    longer = apply_overrides(tiny_toy2d_config(), {'num_steps': 9})
     (outcome,) = run_sweep(longer, POINTS, copy, only=1)
     assert outcome.status == 'done' and not outcome.skipped
     assert load_run(copy / POINTS[1].name).step == 9
 
 
-def test_interrupted_point_resumes_from_its_checkpoint(tiny_sweep, tmp_path, monkeypatch):
+def test_interrupted_point_resumes_from_its_checkpoint(tiny_sweep, tiny_toy2d_config, tmp_path,
+                                                       monkeypatch):
     reference, _ = tiny_sweep
     # What a job killed after point 3's step-3 checkpoint leaves: the status still says
     # "started", metrics.jsonl goes past step 3, and the latest checkpoint is step 3's.
@@ -201,7 +188,7 @@ def test_interrupted_point_resumes_from_its_checkpoint(tiny_sweep, tmp_path, mon
             drawn.append(batch)
             yield batch
     monkeypatch.setattr(pipeline, 'train_batches', counting_batches)
-    (outcome,) = run_sweep(tiny_config(), POINTS, tmp_path, only=3)
+    (outcome,) = run_sweep(tiny_toy2d_config(), POINTS, tmp_path, only=3)
     assert outcome.status == 'done' and not outcome.skipped
     assert len(drawn) == 3  # steps 4-6 only: it resumed from the step-3 checkpoint
     assert read_status(point)['attempts'] == 2
@@ -230,12 +217,6 @@ def get_sweep(arg=None):
 '''
 
 
-def launch(*args):
-    env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
-    return subprocess.run([sys.executable, str(REPO / 'launch.py'), *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
-
-
 @pytest.fixture(scope='module')
 def experiment(tmp_path_factory):
     path = tmp_path_factory.mktemp('exp') / 'exp.py'
@@ -243,7 +224,7 @@ def experiment(tmp_path_factory):
     return path
 
 
-def test_launch_sweep_goes_on_past_a_failing_point_and_exits_nonzero(experiment, tmp_path):
+def test_launch_sweep_goes_on_past_a_failing_point_and_exits_nonzero(experiment, launch, tmp_path):
     result = launch(f'--config={experiment}', '--sweep', f'--workdir={tmp_path}')
     assert result.returncode == 1, result.stderr[-3000:]
     lines = result.stdout.splitlines()
@@ -261,7 +242,7 @@ def test_launch_sweep_goes_on_past_a_failing_point_and_exits_nonzero(experiment,
     assert read_status(tmp_path / 'beta=-1,seed=0')['attempts'] == 1  # not retried
 
 
-def test_launch_sweep_with_an_unknown_field_is_one_error_line(experiment, tmp_path):
+def test_launch_sweep_with_an_unknown_field_is_one_error_line(experiment, launch, tmp_path):
     # exp.py:objective.bta makes its get_sweep sweep 'objective.bta' instead of 'seed'.
     result = launch(f'--config={experiment}:objective.bta', '--sweep',
                     f'--workdir={tmp_path / "root"}')

@@ -6,7 +6,6 @@ import jax
 import numpy as np
 import pytest
 
-from test_sweep import tiny_config
 from vae_jax import train
 from vae_jax.errors import UserError
 from vae_jax.run import load_run
@@ -32,11 +31,11 @@ def _assert_same_run(vmapped_dir, alone_dir, rtol):
     assert sorted(p.name for p in (vmapped_dir / 'checkpoints').iterdir()) == ['3', '6']
 
 
-def test_vmapped_points_equal_points_trained_alone(tmp_path):
+def test_vmapped_points_equal_points_trained_alone(tiny_toy2d_config, tmp_path):
     """β and seed vary in one group, the learning rate in a second (each point's rate is its
     injected optax hyperparameter); batched matmuls may sum in another order, so the points
     equal the runs alone up to float rounding."""
-    config = tiny_config()
+    config = tiny_toy2d_config()
     points = expand(product(sweep('objective.beta', [0.5, 2.0]), sweep('seed', [0, 1])))
     outcomes = run_sweep(config, points, tmp_path / 'sweep', vmap=True)
     assert [o.status for o in outcomes] == ['done'] * 4
@@ -55,8 +54,8 @@ def test_vmapped_points_equal_points_trained_alone(tmp_path):
     assert all(o.skipped for o in again)
 
 
-def test_a_diverging_point_stops_alone(tmp_path):
-    config = tiny_config()
+def test_a_diverging_point_stops_alone(tiny_toy2d_config, tmp_path):
+    config = tiny_toy2d_config()
     points = expand(sweep('optim.learning_rate', [1e30, 3e-3, 1e-3]))
     outcomes = run_sweep(config, points, tmp_path, vmap=True)
     assert [o.status for o in outcomes] == ['failed', 'done', 'done']
@@ -72,11 +71,11 @@ def test_a_diverging_point_stops_alone(tmp_path):
     assert 'run it alone' in again[0].error and again[1].skipped and again[2].skipped
 
 
-def test_points_differing_in_structure_cannot_be_vmapped(tmp_path):
+def test_points_differing_in_structure_cannot_be_vmapped(tiny_toy2d_config, tmp_path):
     points = expand(sweep('model.latents', [2, 3]))
     with pytest.raises(UserError, match='differ only in'):  # one error, before any write
-        run_sweep(tiny_config(), points, tmp_path / 'root', vmap=True)
+        run_sweep(tiny_toy2d_config(), points, tmp_path / 'root', vmap=True)
     assert not (tmp_path / 'root').exists()
     with pytest.raises(UserError, match='model.latents'):
         from vae_jax.points import varying_hparams
-        varying_hparams([apply_overrides(tiny_config(), p.overrides) for p in points])
+        varying_hparams([apply_overrides(tiny_toy2d_config(), p.overrides) for p in points])

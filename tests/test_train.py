@@ -6,46 +6,9 @@ import jax
 import numpy as np
 import pytest
 
-from vae_jax import base_config, train
+from vae_jax import train
 from vae_jax.data import pipeline, registry
 from vae_jax.errors import UserError
-
-
-def tiny_config(tfds_dir, **overrides):
-    c = base_config()
-    c.data.name = 'mnist'
-    c.data.data_dir = tfds_dir
-    c.data.train_split = 'train[:2048]'
-    c.data.binarize = 'dynamic'
-    c.model.hidden = (32,)
-    c.model.latents = 4
-    c.batch_size = 32
-    c.eval_batch_size = 100
-    c.eval_examples = 200
-    c.num_steps = 20
-    c.log_every = 5
-    c.checkpoint_every = 10
-    c.eval_every = 10
-    c.optim.schedule = 'cosine'
-    c.objective.kl_warmup_steps = 15
-    c.update_from_flattened_dict(overrides)
-    return c
-
-
-def _tensorboard_tags(workdir):
-    """Tags in the workdir's event files, read as TFRecords (8-byte length, crc, data, crc)."""
-    import struct
-    from tensorboardX.proto import event_pb2
-    tags = set()
-    for path in workdir.glob('events.out.tfevents.*'):
-        data = path.read_bytes()
-        pos = 0
-        while pos < len(data):
-            (length,) = struct.unpack('<Q', data[pos:pos + 8])
-            event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
-            tags |= {v.tag for v in event.summary.value}
-            pos += 16 + length
-    return tags
 
 
 class Interrupted(Exception):
@@ -56,11 +19,12 @@ FACTOR_VAE = {'objective.name': 'factor_vae', 'objective.gamma': 6.4,
               'objective.kl_warmup_steps': 0, 'discriminator.hidden': (32, 32)}
 
 
-def test_interrupted_and_resumed_run_equals_uninterrupted_run(tfds_dir, tmp_path, monkeypatch):
+def test_interrupted_and_resumed_run_equals_uninterrupted_run(tfds_dir, tiny_mnist_config,
+                                                               tmp_path, monkeypatch):
     """On MNIST with dynamic binarization, a cosine schedule and FactorVAE, whose second
     optimizer's state must be checkpointed too (kill -9 and SIGTERM: test_reliability.py)."""
     overrides = FACTOR_VAE
-    config = tiny_config(tfds_dir, **overrides)
+    config = tiny_mnist_config(tfds_dir, **overrides)
     full = train.train_and_evaluate(config, tmp_path / 'full')
 
     real_batches = pipeline.train_batches
@@ -82,7 +46,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted_run(tfds_dir, tmp_path
     for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(resumed)):
         np.testing.assert_array_equal(a, b)
     if overrides:
-        assert full.discriminator is not None and int(full.discriminator.step) == 20
+        assert full.aux is not None and int(full.aux.step) == 20
     # The resumed run's metrics read as one run: every logged step once, identical values.
     lines = [json.loads(l) for l in (tmp_path / 'resumed' / 'metrics.jsonl').read_text().splitlines()]
     ref = [json.loads(l) for l in (tmp_path / 'full' / 'metrics.jsonl').read_text().splitlines()]
@@ -90,8 +54,9 @@ def test_interrupted_and_resumed_run_equals_uninterrupted_run(tfds_dir, tmp_path
     assert lines[-1] == ref[-1]
 
 
-def test_run_writes_metrics_events_images_config_checkpoints(tfds_dir, tmp_path):
-    config = tiny_config(tfds_dir, **{'model.conditional': True, 'keep_checkpoints': 1})
+def test_run_writes_metrics_events_images_config_checkpoints(tfds_dir, tiny_mnist_config,
+                                                             tensorboard_tags, tmp_path):
+    config = tiny_mnist_config(tfds_dir, **{'model.conditional': True, 'keep_checkpoints': 1})
     train.train_and_evaluate(config, tmp_path)
     rows = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
     evals = [r for r in rows if r['split'] == 'eval']
@@ -101,7 +66,7 @@ def test_run_writes_metrics_events_images_config_checkpoints(tfds_dir, tmp_path)
     train_rows = [r for r in rows if r['split'] == 'train']
     assert [r['beta'] for r in train_rows][0] < 1.0  # the KL warm-up is on
     assert sorted(p.name for p in (tmp_path / 'checkpoints').iterdir()) == ['20']
-    tags = _tensorboard_tags(tmp_path)
+    tags = tensorboard_tags(tmp_path)
     assert {'train/loss', 'eval/neg_elbo', 'samples', 'reconstructions'} <= tags
     assert json.loads((tmp_path / 'config.json').read_text())['model']['conditional'] is True
     from PIL import Image
@@ -111,9 +76,11 @@ def test_run_writes_metrics_events_images_config_checkpoints(tfds_dir, tmp_path)
     assert recon.shape == (2 * 29 + 1, 8 * 29 + 1)
 
 
-def test_non_finite_loss_stops_without_checkpointing_it(tfds_dir, tmp_path, monkeypatch):
-    config = tiny_config(tfds_dir, **{'data.binarize': 'none'})  # binarizing would hide the NaN
-    real = registry.make_sources
+def test_non_finite_loss_stops_without_checkpointing_it(tfds_dir, tiny_mnist_config, tmp_path,
+                                                        monkeypatch):
+    # binarizing would hide the NaN
+    config = tiny_mnist_config(tfds_dir, **{'data.binarize': 'none'})
+    real = registry.train_and_evals
 
     def poisoned_sources(*args):
         source, eval_source = real(*args)
@@ -128,7 +95,7 @@ def test_non_finite_loss_stops_without_checkpointing_it(tfds_dir, tmp_path, monk
         source.get_batch = get
         return source, eval_source
 
-    monkeypatch.setattr(train, 'make_sources', poisoned_sources)
+    monkeypatch.setattr(train, 'train_and_evals', poisoned_sources)
     with pytest.raises(train.TrainingDiverged, match='at step 13;.*checkpoint of step 10 is kept'):
         train.train_and_evaluate(config, tmp_path)
     assert sorted(p.name for p in (tmp_path / 'checkpoints').iterdir()) == ['10']
@@ -143,18 +110,18 @@ def test_non_finite_loss_stops_without_checkpointing_it(tfds_dir, tmp_path, monk
     ({'batch_size': 30}, 'not divisible by the 4 devices'),
     ({'data.data_dir': '/nonexistent/tfds'}, '/nonexistent/tfds'),
 ])
-def test_bad_input_is_one_user_error_and_leaves_workdir_untouched(tfds_dir, tmp_path, override,
-                                                                  message):
+def test_bad_input_is_one_user_error_and_leaves_workdir_untouched(tfds_dir, tiny_mnist_config,
+                                                                  tmp_path, override, message):
     (tmp_path / 'checkpoints').mkdir()
     (tmp_path / 'checkpoints' / 'keep.txt').write_text('precious')
     with pytest.raises(UserError, match=message):
-        train.train_and_evaluate(tiny_config(tfds_dir, **override), tmp_path)
+        train.train_and_evaluate(tiny_mnist_config(tfds_dir, **override), tmp_path)
     assert sorted(p.name for p in tmp_path.rglob('*')) == ['checkpoints', 'keep.txt']
 
 
-def test_workdir_that_is_a_file(tfds_dir, tmp_path):
+def test_workdir_that_is_a_file(tfds_dir, tiny_mnist_config, tmp_path):
     f = tmp_path / 'run'
     f.write_text('not a directory')
     with pytest.raises(UserError, match='not a directory'):
-        train.train_and_evaluate(tiny_config(tfds_dir), f)
+        train.train_and_evaluate(tiny_mnist_config(tfds_dir), f)
     assert f.read_text() == 'not a directory'

@@ -9,25 +9,29 @@ from vae_jax.distributions import (bernoulli_log_likelihood, gaussian_kl, gaussi
                                    gaussian_log_likelihood, gaussian_log_prob, reparameterize,
                                    standard_normal_log_prob)
 from vae_jax.errors import UserError
+from vae_jax.likelihoods import Likelihood
+from vae_jax.model_fns import ModelFns, build as build_model_fns
 from vae_jax.models import (VAE, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder,
                             build_model)
-from vae_jax.objectives import (beta_schedule, elbo_terms, free_bits_kl, likelihood_mean,
-                                log_likelihood, negative_elbo, vae_loss)
-from vae_jax.regularizers import (beta_tcvae_loss, capacity_loss, dip_covariance, dip_vae_loss,
-                                  factor_vae_loss, permute_dims, total_correlation)
+from vae_jax.objectives import (Objective, beta_schedule, elbo_terms, free_bits_kl, iwae_bound,
+                                iwae_loss, negative_elbo, vae_loss)
+from vae_jax.objectives.beta_tcvae import total_correlation
+from vae_jax.objectives.dip_vae import dip_covariance
+from vae_jax.objectives.factor_vae import permute_dims
+from vae_jax.optim import make_optimizer
+from vae_jax.priors import StandardNormal
 from vae_jax.run import Run, load_run
-from vae_jax.steps import (TrainState, create_train_state, eval_step, make_optimizer,
-                           pmapped_steps, train_step)
+from vae_jax.steps import (TrainState, create_train_state, eval_step, pmapped_steps,
+                           train_step)
 from vae_jax.train import train_and_evaluate
 
 __all__ = [
-    'Run', 'VAE', 'ConvDecoder', 'ConvEncoder', 'MLPDecoder', 'MLPEncoder', 'TrainState', 'UserError',
-    'base_config', 'bernoulli_log_likelihood', 'beta_schedule', 'build_model',
-    'create_train_state', 'elbo_terms', 'eval_step', 'free_bits_kl', 'gaussian_kl',
-    'gaussian_kl_per_dim', 'gaussian_log_likelihood', 'gaussian_log_prob', 'likelihood_mean',
-    'load_run',
-    'log_likelihood', 'make_optimizer', 'negative_elbo', 'pmapped_steps', 'reparameterize',
-    'standard_normal_log_prob', 'train_and_evaluate', 'train_step', 'vae_loss',
-    'beta_tcvae_loss', 'capacity_loss', 'dip_covariance', 'dip_vae_loss', 'factor_vae_loss',
-    'permute_dims', 'total_correlation',
+    'ConvDecoder', 'ConvEncoder', 'Likelihood', 'MLPDecoder', 'MLPEncoder', 'ModelFns',
+    'Objective', 'Run', 'StandardNormal', 'TrainState', 'UserError', 'VAE', 'base_config',
+    'bernoulli_log_likelihood', 'beta_schedule', 'build_model', 'build_model_fns',
+    'create_train_state', 'dip_covariance', 'elbo_terms', 'eval_step', 'free_bits_kl',
+    'gaussian_kl', 'gaussian_kl_per_dim', 'gaussian_log_likelihood', 'gaussian_log_prob',
+    'iwae_bound', 'iwae_loss', 'load_run', 'make_optimizer', 'negative_elbo', 'permute_dims',
+    'pmapped_steps', 'reparameterize', 'standard_normal_log_prob', 'total_correlation',
+    'train_and_evaluate', 'train_step', 'vae_loss',
 ]

@@ -12,10 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from vae_jax import objectives
+from vae_jax import pictures
 from vae_jax.data import pipeline
-from vae_jax.evaluate import images
-from vae_jax.models import VAE
+from vae_jax.model_fns import ModelFns
 from vae_jax.points import Points
 from vae_jax.preemption import Preempted, StopRequest
 from vae_jax.steps import TrainState, pmapped_steps, replicate, unreplicate
@@ -40,40 +39,21 @@ def evaluate(p_eval, rparams, points: Points, eval_sources, key, devices) -> lis
             for t in points.split(totals)]
 
 
-def image_grids(model: VAE, state: TrainState, source, config, key) -> dict[str, np.ndarray]:
-    """Inputs above reconstructions (posterior means), and decoded prior samples."""
-    if len(source.example_shape) != 3:
-        return {}
-    lik = config.model.likelihood
-    n = config.num_image_examples
-    # Spread over the split: dSprites' eval set is sorted by factor, so its first rows would all
-    # be small squares.
-    batch = source.get_batch(np.linspace(0, source.num_examples - 1, n).astype(np.int64))
-    x, y = jnp.asarray(batch['image']), jnp.asarray(batch['label'])
-    variables = {'params': state.params}
-    mean, _ = model.apply(variables, x, y, method=model.encode)
-    recon = objectives.likelihood_mean(model.apply(variables, mean, y, method=model.decode), lik)
-    rows = source.num_classes if config.model.conditional else 8
-    labels = jnp.repeat(jnp.arange(rows), 8) if config.model.conditional else jnp.zeros(64, int)
-    z = jax.random.normal(key, (len(labels), config.model.latents))
-    samples = objectives.likelihood_mean(model.apply(variables, z, labels, method=model.decode), lik)
-    return {'reconstructions': images.side_by_side(np.asarray(x), np.asarray(recon)),
-            'samples': images.grid(np.asarray(samples), rows=rows)}
-
-
 class Loop:
     """The training loop's state between steps: what it logs, evaluates and saves, per point."""
 
-    def __init__(self, points: Points, model: VAE, devices, sources, keys: dict, ckpts,
+    def __init__(self, points: Points, fns: ModelFns, devices, sources, keys: dict, ckpts,
                  writers, total: int, eval_every: int):
-        """keys: {'train', 'eval', 'sample'}: one key per point each."""
-        self.points, self.model, self.devices = points, model, devices
+        """sources: per point, (train source, {metric prefix: eval source}) with 'eval' first
+        (`data.registry.train_and_evals`); keys: {'train', 'eval', 'sample'}: one key per point
+        each."""
+        self.points, self.fns, self.devices = points, fns, devices
         self.sources, self.keys, self.ckpts, self.writers = sources, keys, ckpts, writers
         self.total, self.eval_every = total, eval_every
         self.config = points.configs[0]
         self.errors: list[str | None] = [None] * len(points)
         self.last_ckpt: list[int | None] = [None] * len(points)
-        self.p_train, self.p_eval = pmapped_steps(model, self.config, devices,
+        self.p_train, self.p_eval = pmapped_steps(fns, self.config, devices,
                                                   vmapped=points.vmapped)
         self.train_key = points.join(keys['train'])
         self.eval_key = points.join(keys['eval'])
@@ -170,18 +150,23 @@ class Loop:
         self.history, self.t0, self.s0 = [], time.perf_counter(), step
 
     def evaluate(self, step: int, rstate: TrainState) -> None:
-        results = evaluate(self.p_eval, rstate.params, self.points,
-                           [s[1] for s in self.sources], self.eval_key, self.devices)
+        lines = []
+        for name in self.sources[0][1]:  # 'eval', and 'eval_heldout' with data.holdout_class
+            results = evaluate(self.p_eval, rstate.params, self.points,
+                               [s[1][name] for s in self.sources], self.eval_key, self.devices)
+            for p in self.live():
+                self.writers[p].scalars(step, name, results[p])
+            lines.append(f'{name}: ' + '; '.join(', '.join(f'{k} {v:.3f}' for k, v in
+                                                           results[p].items())
+                                                 for p in self.live()))
         states = self.points.split(unreplicate(rstate))
         for p in self.live():
-            self.writers[p].scalars(step, 'eval', results[p])
-            for name, grid in image_grids(self.model, states[p], self.sources[p][1],
-                                          self.points.configs[p],
-                                          self.keys['sample'][p]).items():
+            for name, grid in pictures.training_grids(
+                    self.fns, states[p].params, self.sources[p][1]['eval'],
+                    self.points.configs[p], self.keys['sample'][p]).items():
                 self.writers[p].image(step, name, grid)
             self.writers[p].flush()
-        logging.info('eval at step %d: %s', step, '; '.join(
-            ', '.join(f'{k} {v:.3f}' for k, v in results[p].items()) for p in self.live()))
+        logging.info('at step %d: %s', step, ' | '.join(lines))
         self.t0, self.s0 = time.perf_counter(), step
 
     def save(self, step: int, state: TrainState) -> None:

@@ -2,7 +2,8 @@
 
 Encoders map a batch of examples to the posterior parameters `(mean, logvar)`, each [b, z].
 Decoders map latents [b, z] to the likelihood's parameters [b, *example_shape, k], where k is
-`NUM_LIKELIHOOD_PARAMS[likelihood]` (logits or a mean, plus a log-scale when it is learned).
+the likelihood's `num_params` (`likelihoods`). `NETWORKS` is the registry of encoder/decoder
+pairs that `config.model.encoder` names.
 
 Conditioning (CVAE, Sohn et al. 2015): with `num_classes > 0` the label's one-hot vector is
 concatenated to the encoder's flattened features and to the decoder's latent input, so
@@ -18,9 +19,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from vae_jax import likelihoods, priors
 from vae_jax.errors import UserError
 
-NUM_LIKELIHOOD_PARAMS = {'bernoulli': 1, 'gaussian': 1, 'gaussian_learned': 2}
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
 
 
@@ -213,9 +214,11 @@ class ConvDecoder(nn.Module):
 
 
 class VAE(nn.Module):
-    """An encoder and a decoder; `__call__` runs both (used only to initialise parameters)."""
+    """An encoder, a decoder and a prior (`priors`); `__call__` runs all three (used only to
+    initialise parameters)."""
     encoder: nn.Module
     decoder: nn.Module
+    prior: nn.Module
 
     def encode(self, x: jax.Array, y: Optional[jax.Array] = None):
         """x: [b, *example_shape], y: [b] int or None -> (mean [b, z], logvar [b, z])."""
@@ -225,9 +228,46 @@ class VAE(nn.Module):
         """z: [b, z], y: [b] int or None -> likelihood parameters [b, *example_shape, k]."""
         return self.decoder(z, y)
 
+    def prior_log_prob(self, z: jax.Array) -> jax.Array:
+        """z: [b, z] -> log p(z) [b]."""
+        return self.prior.log_prob(z)
+
+    def prior_sample(self, key: jax.Array, n: int) -> jax.Array:
+        """n latents [n, z] ~ p(z)."""
+        return self.prior.sample(key, n)
+
+    def prior_kl_per_dim(self, mean: jax.Array, logvar: jax.Array):
+        """Analytic KL(q(z|x) || p(z)) per dimension [b, z], or None (see `priors`)."""
+        return self.prior.kl_per_dim(mean, logvar)
+
     def __call__(self, x: jax.Array, y: Optional[jax.Array] = None) -> jax.Array:
         mean, _ = self.encode(x, y)
+        self.prior.log_prob(mean)  # creates a learned prior's parameters
         return self.decode(mean, y)
+
+
+def mlp(model_config, shape: tuple, num_params: int, num_classes: int):
+    """(MLPEncoder, MLPDecoder) with widths `model.hidden` (the decoder mirrors them)."""
+    c = model_config
+    return (MLPEncoder(tuple(c.hidden), c.latents, num_classes),
+            MLPDecoder(tuple(reversed(c.hidden)), shape, num_params, num_classes))
+
+
+def conv(model_config, shape: tuple, num_params: int, num_classes: int):
+    """(ConvEncoder, ConvDecoder) with `model.conv_channels`, `kernel` and `dense`."""
+    c = model_config
+    if len(shape) != 3:
+        raise UserError(f'the conv encoder needs images [h, w, c]; this dataset has {shape}')
+    return (ConvEncoder(tuple(c.conv_channels), c.dense, c.latents, c.kernel, num_classes),
+            ConvDecoder(tuple(c.conv_channels), c.dense, shape, num_params, num_classes))
+
+
+# config.model.encoder -> (model_config, example_shape, outputs per pixel, classes to condition
+# on or 0) -> (encoder, decoder). A new network: its modules and one line here.
+NETWORKS = {
+    'mlp': mlp,
+    'conv': conv,
+}
 
 
 def build_model(model_config, example_shape: Sequence[int], num_classes: int) -> VAE:
@@ -236,40 +276,9 @@ def build_model(model_config, example_shape: Sequence[int], num_classes: int) ->
     `num_classes` is used only when `model_config.conditional` is set.
     """
     c = model_config
-    if c.likelihood not in NUM_LIKELIHOOD_PARAMS:
-        raise UserError(f'unknown likelihood {c.likelihood!r}; choose one of '
-                        f'{sorted(NUM_LIKELIHOOD_PARAMS)}')
-    if c.latents <= 0:
-        raise UserError(f'model.latents must be positive, got {c.latents}')
-    cond = num_classes if c.conditional else 0
     if c.conditional and num_classes <= 0:
         raise UserError('model.conditional=True needs a labelled dataset')
-    k = NUM_LIKELIHOOD_PARAMS[c.likelihood]
-    shape = tuple(example_shape)
-    if c.encoder == 'mlp':
-        encoder = MLPEncoder(tuple(c.hidden), c.latents, cond)
-        decoder = MLPDecoder(tuple(reversed(c.hidden)), shape, k, cond)
-    elif c.encoder == 'conv':
-        if len(shape) != 3:
-            raise UserError(f'the conv encoder needs images [h, w, c]; this dataset has {shape}')
-        encoder = ConvEncoder(tuple(c.conv_channels), c.dense, c.latents, c.kernel, cond)
-        decoder = ConvDecoder(tuple(c.conv_channels), c.dense, shape, k, cond)
-    else:
-        raise UserError(f"unknown model.encoder {c.encoder!r}; choose 'mlp' or 'conv'")
-    return VAE(encoder, decoder)
-
-
-class Discriminator(nn.Module):
-    """FactorVAE's discriminator: an MLP with leaky-ReLU(0.2) on z [b, d] -> logits [b, 2].
-
-    Logit 0 is 'z comes from q(z)', logit 1 'from prod_d q(z_d)' (Kim & Mnih 2018: six layers
-    of 1000 units).
-    """
-    hidden: Sequence[int]
-
-    @nn.compact
-    def __call__(self, z: jax.Array) -> jax.Array:
-        h = z
-        for width in self.hidden:
-            h = nn.leaky_relu(nn.Dense(width)(h), negative_slope=0.2)
-        return nn.Dense(2)(h)
+    cond = num_classes if c.conditional else 0
+    k = likelihoods.make(c).num_params
+    encoder, decoder = NETWORKS[c.encoder](c, tuple(example_shape), k, cond)
+    return VAE(encoder, decoder, priors.make(c))

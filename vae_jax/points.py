@@ -3,7 +3,7 @@
 A vmapped group stacks the points' train states along a leading axis of P and `jax.vmap`s the
 train step over it (`steps.pmapped_steps(vmapped=True)`), so one compiled step trains every
 point. The points may differ only in the scalar hyperparameters the step takes as data
-(`steps.HPARAMS`) and in their seeds. A single run is not vmapped: its compiled program is the
+(`steps.hparam_names`) and in their seeds. A single run is not vmapped: its compiled program is the
 plain pmapped step. The helpers here give the loop one view of both.
 """
 
@@ -16,16 +16,21 @@ import numpy as np
 from vae_jax import steps, workdir as workdir_lib
 from vae_jax.errors import UserError
 
-VMAPPABLE = frozenset(steps.HPARAMS) | {'seed'}
+def vmappable(config) -> frozenset:
+    """The fields in which the points of a vmapped group may differ: the step's traced
+    hyperparameters (`steps.hparam_names`, which the objective declares) and the seed."""
+    return frozenset(steps.hparam_names(config.objective)) | {'seed'}
 
 
 def varying_hparams(configs: Sequence) -> list[str]:
-    """The HPARAMS in which `configs` differ; UserError if they differ in anything else."""
+    """The hyperparameters in which `configs` differ; UserError if they differ in anything
+    else."""
     flat = [workdir_lib.flatten(c) for c in configs]
     differing = sorted(k for k in flat[0] if any(f.get(k) != flat[0][k] for f in flat[1:]))
-    bad = [k for k in differing if k not in VMAPPABLE]
+    allowed = vmappable(configs[0])
+    bad = [k for k in differing if k not in allowed]
     if bad:
-        raise UserError(f'vmapped sweep points may differ only in {", ".join(sorted(VMAPPABLE))}; '
+        raise UserError(f'vmapped sweep points may differ only in {", ".join(sorted(allowed))}; '
                         f'these differ in {", ".join(bad)}: run the sweep without --sweep_vmap')
     return [k for k in differing if k != 'seed']
 
@@ -76,4 +81,4 @@ class Points:
         """The step's `hparams`: {name: []} for a run, {name: [P]} for a vmapped group."""
         per_point = [steps.hyperparams(c) for c in self.configs]
         return per_point[0] if not self.vmapped else {
-            k: jnp.stack([h[k] for h in per_point]) for k in steps.HPARAMS}
+            k: jnp.stack([h[k] for h in per_point]) for k in per_point[0]}

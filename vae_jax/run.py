@@ -17,13 +17,13 @@ import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
-from vae_jax import objectives
+from vae_jax import model_fns
+from vae_jax.checkpoints import Checkpoints, DamagedCheckpoint
 from vae_jax.configs import base_config
 from vae_jax.errors import UserError
-from vae_jax.evaluate import likelihood
-from vae_jax.models import VAE, build_model
-from vae_jax.steps import TrainState, example_keys, init_train_state
-from vae_jax.checkpoints import Checkpoints, DamagedCheckpoint
+from vae_jax.keys import example_keys
+from vae_jax.objectives import iwae_bound
+from vae_jax.steps import TrainState, init_train_state
 from vae_jax.workdir import RUN_INFO, read_config
 
 
@@ -34,16 +34,21 @@ class Run:
     Attributes:
       workdir: the run's directory.
       config: its config (from config.json).
-      model: the Flax VAE; `params` its parameters at checkpoint `step`.
+      fns: the model's functions (`model_fns.ModelFns`); `params` its parameters at
+        checkpoint `step`, `model` its Flax module.
       state: the full TrainState (with the optimizer state) of that checkpoint.
       example_shape, num_classes: of the data it was trained on.
     """
     workdir: Path
     config: ml_collections.ConfigDict
-    model: VAE
+    fns: model_fns.ModelFns
     state: TrainState
     example_shape: tuple
     num_classes: int
+
+    @property
+    def model(self):
+        return self.fns.module
 
     @property
     def params(self) -> Any:
@@ -62,15 +67,15 @@ class Run:
 
     @functools.cached_property
     def _encode(self):
-        return jax.jit(lambda params, x, y: self.model.apply(
-            {'params': params}, x, y, method=self.model.encode))
+        return jax.jit(self.fns.encode)
 
     @functools.cached_property
     def _decode_mean(self):
-        def decode(params, z, y):
-            out = self.model.apply({'params': params}, z, y, method=self.model.decode)
-            return objectives.likelihood_mean(out, self.config.model.likelihood)
-        return jax.jit(decode)
+        return jax.jit(self.fns.decode_mean)
+
+    @functools.cached_property
+    def _prior_sample(self):
+        return jax.jit(self.fns.prior_sample, static_argnums=2)
 
     def encode(self, x: jax.Array, y=None) -> tuple[jax.Array, jax.Array]:
         """x: [b, *example_shape] -> (mean [b, z], logvar [b, z])."""
@@ -87,8 +92,7 @@ class Run:
 
     def sample(self, key: jax.Array, n: int, y=None) -> jax.Array:
         """n decoded draws from the prior: [n, *example_shape] (y: one label or [n] labels)."""
-        z = jax.random.normal(key, (n, self.config.model.latents))
-        return self.decode(z, y)
+        return self.decode(self._prior_sample(self.params, key, n), y)
 
     def log_likelihood(self, key: jax.Array, x: jax.Array, y=None, k: int = 1000,
                        chunk: Optional[int] = None) -> jax.Array:
@@ -109,10 +113,7 @@ class Run:
         """The jitted bound for (k, chunk), compiled once per pair."""
         if (k, chunk) not in self._iwae_fns:
             self._iwae_fns[k, chunk] = jax.jit(functools.partial(
-                likelihood.iwae_bound, num_samples=k, chunk=chunk, apply_fn=self.model.apply,
-                encode=self.model.encode, decode=self.model.decode,
-                likelihood=self.config.model.likelihood,
-                log_scale=float(jnp.log(self.config.model.gaussian_scale))))
+                iwae_bound, fns=self.fns, num_samples=k, chunk=chunk))
         return self._iwae_fns[k, chunk]
 
 
@@ -138,8 +139,8 @@ def load_run(workdir: str | Path, step: Optional[int] = None) -> Run:
         from vae_jax.data.registry import make_sources
         train_source, _ = make_sources(config.data, config.seed)
         shape, num_classes = train_source.example_shape, train_source.num_classes
-    model = build_model(config.model, shape, num_classes)
-    template = init_train_state(jax.random.key(0), model, config, shape, 1)
+    fns = model_fns.build(config.model, shape, num_classes)
+    template = init_train_state(jax.random.key(0), fns, config, shape, 1)
     ckpt = Checkpoints(workdir, config.keep_checkpoints, read_only=True)
     try:
         available = ckpt.steps()
@@ -159,4 +160,4 @@ def load_run(workdir: str | Path, step: Optional[int] = None) -> Run:
                             f'{", ".join(map(str, [step] if step is not None else available))})')
     finally:
         ckpt.close()
-    return Run(workdir, config, model, state, shape, num_classes)
+    return Run(workdir, config, fns, state, shape, num_classes)

@@ -15,29 +15,21 @@ import math
 import jax
 from absl import logging
 
-from vae_jax import configs as configs_lib, workdir as workdir_lib
+from vae_jax import configs as configs_lib, model_fns, workdir as workdir_lib
 from vae_jax.checkpoints import Checkpoints, DamagedCheckpoint
 from vae_jax.data import pipeline
-from vae_jax.data.ground_truth import as_ground_truth
-from vae_jax.data.registry import make_sources
+from vae_jax.data.ground_truth import wants_metrics
+from vae_jax.data.registry import train_and_evals
 from vae_jax.errors import UserError
+from vae_jax.keys import EVAL, INIT, SAMPLE, TRAIN, run_keys
 from vae_jax.loop import Loop
 from vae_jax.metric_writer import MetricWriter
-from vae_jax.models import build_model
 from vae_jax.points import Points
 from vae_jax.steps import TrainState, init_train_state
-
-# Split of the seed key; fixed so that a run's randomness is a function of config.seed alone.
-INIT, TRAIN, EVAL, SAMPLE = range(4)
 
 
 class TrainingDiverged(UserError):
     """The loss became NaN or Inf; the last good checkpoint is left as it was."""
-
-
-def run_keys(seed: int) -> dict[int, jax.Array]:
-    base = jax.random.key(seed)
-    return {i: jax.random.fold_in(base, i) for i in (INIT, TRAIN, EVAL, SAMPLE)}
 
 
 def num_train_steps(config, num_examples: int) -> int:
@@ -57,11 +49,6 @@ def check_devices(config, devices) -> None:
         if config[field] % n:
             raise UserError(f'{field}={config[field]} is not divisible by the {n} devices; '
                             f'use a multiple of {n}')
-
-
-def wanted_metrics(config, train_source) -> bool:
-    """Disentanglement metrics are configured and the data has ground-truth factors."""
-    return bool(config.disentanglement.metrics) and as_ground_truth(train_source) is not None
 
 
 def check_length(path, step: int | None, total: int) -> None:
@@ -94,29 +81,29 @@ def train_points(configs, workdirs, devices=None, *, vmapped: bool = True,
                  allow_config_change: bool = False) -> tuple[list[TrainState], list]:
     """Trains run `configs[p]` in `workdirs[p]` for every point p: the one training loop.
 
-    With `vmapped`, the points (which may differ only in `steps.HPARAMS` and seeds) train as one
+    With `vmapped`, the points (which may differ only in the step's traced hyperparameters, `steps.hparam_names`, and seeds) train as one
     vmapped program, each with its own keys, data order, checkpoints, metrics and images, as if
     alone; otherwise there must be one point. A point whose loss becomes NaN stops alone.
 
     Returns:
       (final states, errors): per point, its state and None, or the divergence that stopped it.
     """
-    points = Points(configs, vmapped)
-    for c in points.configs:
+    for c in configs:
         configs_lib.validate(c)
+    points = Points(configs, vmapped)
     paths = [workdir_lib.check(w) for w in workdirs]
     if len(set(paths)) < len(paths):
         raise UserError('two points share a workdir')
     base = points.configs[0]
     devices = list(devices or jax.local_devices())
     check_devices(base, devices)
-    sources = [make_sources(c.data, c.seed) for c in points.configs]
+    sources = [train_and_evals(c.data, c.seed) for c in points.configs]
     train_source = sources[0][0]
     pipeline.check_fits(train_source, base.batch_size)  # the stream checks it only lazily
-    model = build_model(base.model, train_source.example_shape, train_source.num_classes)
+    fns = model_fns.build(base.model, train_source.example_shape, train_source.num_classes)
     total = num_train_steps(base, train_source.num_examples)
     keys = [run_keys(c.seed) for c in points.configs]
-    templates = [init_train_state(k[INIT], model, c, train_source.example_shape, total)
+    templates = [init_train_state(k[INIT], fns, c, train_source.example_shape, total)
                  for k, c in zip(keys, points.configs)]
     relaunch = lambda: [workdir_lib.check_relaunch(p, c, configs_lib.base_config(),
                                                    allow_config_change)
@@ -143,19 +130,19 @@ def train_points(configs, workdirs, devices=None, *, vmapped: bool = True,
         for p in paths:
             writers.append(MetricWriter(p, start))
             stack.callback(writers[-1].close)
-        loop = Loop(points, model, devices, sources,
+        loop = Loop(points, fns, devices, sources,
                     {'train': [k[TRAIN] for k in keys], 'eval': [k[EVAL] for k in keys],
                      'sample': [k[SAMPLE] for k in keys]}, ckpts, writers, total,
                     eval_interval(base, train_source.num_examples))
         state = loop.run(points.join(states), start, stack)
-        for p, (c, (train_p, eval_p)) in enumerate(zip(points.configs, sources)):
-            if loop.errors[p] is None and wanted_metrics(c, train_p):
+        for p, (c, (train_p, evals)) in enumerate(zip(points.configs, sources)):
+            if loop.errors[p] is None and wants_metrics(c, train_p):
                 # Every process computes them (deterministic, the same everywhere) and process 0
                 # writes: no process idles at JAX's shutdown barrier while process 0 works.
                 from vae_jax.evaluate import factor_report  # scikit-learn: only when needed
                 if not factor_report.has_results(paths[p], total):
-                    factor_report.evaluate_and_write(model, points.split(state)[p].params, c,
-                                                     train_p, eval_p, paths[p], total,
+                    factor_report.evaluate_and_write(fns, points.split(state)[p].params, c,
+                                                     train_p, evals['eval'], paths[p], total,
                                                      writers[p])
     return points.split(state), loop.errors
 

@@ -78,3 +78,8 @@ def as_ground_truth(source):
             return source
         source = getattr(source, 'source', None)
     return None
+
+
+def wants_metrics(config, source) -> bool:
+    """Disentanglement metrics are configured and `source` has ground-truth factors."""
+    return bool(config.disentanglement.metrics) and as_ground_truth(source) is not None

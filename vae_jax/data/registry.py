@@ -33,11 +33,12 @@ def make_sources(data_config, seed: int):
     return _make(data_config, seed)[:2]
 
 
-def eval_sources(data_config, seed: int) -> dict:
-    """{'eval': the eval source, 'eval_heldout': the held-out class's (only with
-    data.holdout_class)}: what the periodic eval reports, one metric prefix each."""
-    _, evaluation, heldout = _make(data_config, seed)
-    return {'eval': evaluation} | ({'eval_heldout': heldout} if heldout is not None else {})
+def train_and_evals(data_config, seed: int):
+    """(train source, {'eval': the eval source, 'eval_heldout': the held-out class's test
+    examples (only with data.holdout_class)}): what training reads and what the periodic eval
+    reports, one metric prefix each."""
+    train, evaluation, heldout = _make(data_config, seed)
+    return train, {'eval': evaluation} | ({'eval_heldout': heldout} if heldout is not None else {})
 
 
 def _make(data_config, seed: int):

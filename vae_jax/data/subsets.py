@@ -1,10 +1,14 @@
-"""Sources that show part of another source: by index (`Subset`) or by label (`ClassSubset`).
+"""Sources that show part of another source: by index (`Subset`) or by label (`ClassSubset`),
+and `BinarizedSource`, a split as a dynamically binarized run is evaluated on.
 
-Both expose their parent as `.source`, through which `ground_truth.as_ground_truth` finds the
+All expose their parent as `.source`, through which `ground_truth.as_ground_truth` finds the
 factors of a dSprites subset.
 """
 
+import jax
 import numpy as np
+
+from vae_jax import keys
 
 
 class Subset:
@@ -58,3 +62,36 @@ class ClassSubset:
         if indices.size and (indices.min() < 0 or indices.max() >= self.num_examples):
             raise IndexError(f'indices outside [0, {self.num_examples}) for {self!r}')
         return self.source.get_batch(self.indices[indices])
+
+
+class BinarizedSource:
+    """`source` with each image replaced by the fixed binary draw pixels ~ Bernoulli(intensity)
+    that a run with data.binarize='dynamic' is evaluated on.
+
+    Example i is drawn with `keys.binarize_keys(keys.example_keys(key, i))`: with the run's
+    eval key these are exactly the binary images `steps.eval_step` and the IWAE bound see for
+    the same split, so every evaluation (active units, KL per dimension, probe, anomaly scores)
+    reads the inputs the model was trained on, and reads the same ones.
+    """
+
+    def __init__(self, source, key):
+        self.source, self.key = source, key
+        self.num_examples = source.num_examples
+        self.example_shape = tuple(source.example_shape)
+        self.num_classes = source.num_classes
+
+    def __repr__(self):
+        return f'BinarizedSource({self.source!r})'
+
+    def get_batch(self, indices) -> dict:
+        indices = np.asarray(indices, np.int64)
+        batch = dict(self.source.get_batch(indices))
+        batch['image'] = np.asarray(_binarize(self.key, np.asarray(batch['image'], np.float32),
+                                              indices.astype(np.int32)))
+        return batch
+
+
+@jax.jit
+def _binarize(key, images, indices):
+    bkeys = keys.binarize_keys(keys.example_keys(key, indices))
+    return jax.vmap(lambda k, p: jax.random.bernoulli(k, p).astype(p.dtype))(bkeys, images)

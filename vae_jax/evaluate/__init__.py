@@ -1,1 +1,1 @@
-"""Evaluation: likelihood bounds, latent analysis, downstream tasks, pictures, reports."""
+"""Evaluation of trained runs: likelihood bounds, latent analysis, downstream tasks, disentanglement, reports."""

@@ -2,12 +2,11 @@
 
 Run at the end of training (`train.train_and_evaluate`) and by `--mode=eval`
 (`report.evaluate_run`). The representation is the posterior mean, as in disentanglement_lib.
-Results go to `results/eval_<step>.json` under 'disentanglement' (with the posterior
-statistics under 'latents'), to TensorBoard under 'disentanglement/...', and the latent
+Results go to `results/eval_<step>.json` (through `results.write_results`) under
+'disentanglement' (with the posterior statistics under 'latents'), to TensorBoard under 'disentanglement/...', and the latent
 traversal ordered by KL to `images/traversal_<step>.png`.
 """
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -16,21 +15,24 @@ import jax
 import numpy as np
 from absl import logging
 
-from vae_jax import objectives
+from vae_jax import pictures
 from vae_jax.data.ground_truth import as_ground_truth
-from vae_jax.evaluate import latents, pictures
+from vae_jax.data.registry import make_sources
+from vae_jax.errors import UserError
+from vae_jax.evaluate import latents
 from vae_jax.evaluate.disentanglement import METRIC_NAMES, compute_metrics
-from vae_jax.results import flat_scalars
-from vae_jax.workdir import write_atomic
+from vae_jax.metric_writer import MetricWriter
+from vae_jax.results import flat_scalars, read_results, write_results
+from vae_jax.run import load_run
 
 # Examples encoded per call; every call is padded to it, so encode compiles once. The metrics
 # are asked to call `represent` with chunks of the same size, so no call is split and padded.
 CHUNK = 1024
 
 
-def representation_function(model, params, chunk: int = CHUNK) -> Callable:
+def representation_function(fns, params, chunk: int = CHUNK) -> Callable:
     """observations [n, *example_shape] -> posterior means [n, z] (numpy), in chunks."""
-    encode = jax.jit(lambda p, x: model.apply({'params': p}, x, None, method=model.encode)[0])
+    encode = jax.jit(lambda p, x: fns.encode(p, x)[0])
 
     def represent(x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, np.float32)
@@ -45,17 +47,12 @@ def representation_function(model, params, chunk: int = CHUNK) -> Callable:
     return represent
 
 
-def results_path(workdir: Path, step: int) -> Path:
-    return Path(workdir) / 'results' / f'eval_{step:07d}.json'
-
-
 def has_results(workdir: Path, step: int) -> bool:
     """Whether `results/eval_<step>.json` already holds disentanglement metrics."""
-    path = results_path(workdir, step)
-    return path.is_file() and 'disentanglement' in json.loads(path.read_text())
+    return 'disentanglement' in read_results(workdir, step)
 
 
-def disentanglement_metrics(model, params, config, train_source,
+def disentanglement_metrics(fns, params, config, train_source,
                             progress: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
     """The configured metrics (`config.disentanglement`) of the posterior means.
 
@@ -70,50 +67,43 @@ def disentanglement_metrics(model, params, config, train_source,
     logging.info('disentanglement metrics %s (%d train / %d test points)',
                  ', '.join(d.metrics), d.num_train, d.num_test)
     return compute_metrics(
-        as_ground_truth(train_source), representation_function(model, params),
+        as_ground_truth(train_source), representation_function(fns, params),
         tuple(d.metrics), seed=d.seed, num_train=d.num_train, num_test=d.num_test,
         batch_size=d.batch_size, num_variance_estimate=d.num_variance_estimate,
         num_bins=d.num_bins, progress=progress, n_jobs=os.cpu_count() or 1, chunk=CHUNK)
 
 
-def traversal(model, params, config, eval_source, kl_per_dim) -> np.ndarray:
+def traversal(fns, params, eval_source, kl_per_dim) -> np.ndarray:
     """Traversals of the first eval example's posterior mean, dimensions ordered by KL."""
-    variables = {'params': params}
     x = eval_source.get_batch(np.zeros(1, np.int64))['image']
-    base = np.asarray(model.apply(variables, x, None, method=model.encode)[0])[0]
-
-    def decode_mean(z, y=None):
-        out = model.apply(variables, z, None, method=model.decode)
-        return objectives.likelihood_mean(out, config.model.likelihood)
+    base = np.asarray(fns.encode(params, x)[0])[0]
+    decode_mean = lambda z, y=None: fns.decode_mean(params, z)
     return pictures.traversal_picture(decode_mean, base, kl_per_dim, 11, top=10)
 
 
-def evaluate_and_write(model, params, config, train_source, eval_source, workdir: Path,
+def evaluate_and_write(fns, params, config, train_source, eval_source, workdir: Path,
                        step: int, writer) -> dict[str, Any]:
     """End-of-training evaluation: metrics, posterior statistics and the traversal picture.
 
     Writes `results/eval_<step>.json` (process 0 only, through `writer.enabled`) and the
     TensorBoard scalars and image; returns the results.
     """
-    results: dict[str, Any] = {'step': step, 'workdir': str(workdir)}
-    results['disentanglement'] = disentanglement_metrics(model, params, config, train_source)
-    encode = jax.jit(lambda x, y: model.apply({'params': params}, x, None, method=model.encode))
+    results: dict[str, Any] = {}
+    results['disentanglement'] = disentanglement_metrics(fns, params, config, train_source)
+    encode = jax.jit(lambda x, y: fns.encode(params, x))
     posteriors = latents.collect_posteriors(encode, eval_source,
                                             batch_size=config.eval_batch_size,
                                             max_examples=config.eval_examples or None)
     results['latents'] = latents.posterior_stats(posteriors['mean'], posteriors['logvar'])
     log_scores(results['disentanglement'])
     if writer.enabled:
-        path = results_path(workdir, step)
-        path.parent.mkdir(exist_ok=True)
-        if path.is_file():  # e.g. written by --mode=eval: keep its other results
-            results = dict(json.loads(path.read_text()), **results)
-        write_atomic(path, json.dumps(results, indent=2) + '\n')
+        results = write_results(workdir, step, results)  # keeps --mode=eval's other sections
         writer.scalars(step, 'disentanglement', flat_scores(results['disentanglement']),
                        jsonl=False)
-        writer.image(step, 'traversal', traversal(model, params, config, eval_source,
+        writer.image(step, 'traversal', traversal(fns, params, eval_source,
                                                   np.asarray(results['latents']['kl_per_dim'])))
-        logging.info('wrote %s', path)
+        logging.info('wrote the disentanglement metrics of step %d to %s/results', step,
+                     workdir)
     return results
 
 
@@ -125,10 +115,6 @@ _NOT_SCORES = ('num_train', 'num_eval', 'num_test', 'num_bins', 'batch_size',
 def evaluate_workdir(workdir, step: Optional[int] = None) -> dict[str, Any]:
     """The metrics of the run in `workdir` (latest checkpoint, or `step`), written as at the
     end of training: `python launch.py --mode=metrics --workdir=...`."""
-    from vae_jax.data.registry import make_sources
-    from vae_jax.errors import UserError
-    from vae_jax.run import load_run
-    from vae_jax.metric_writer import MetricWriter
     run = load_run(workdir, step)
     train_source, eval_source = make_sources(run.config.data, run.config.seed)
     if as_ground_truth(train_source) is None:
@@ -138,7 +124,7 @@ def evaluate_workdir(workdir, step: Optional[int] = None) -> dict[str, Any]:
         run.config.disentanglement.metrics = METRIC_NAMES
     writer = MetricWriter(run.workdir, start_step=None)
     try:
-        return evaluate_and_write(run.model, run.params, run.config, train_source, eval_source,
+        return evaluate_and_write(run.fns, run.params, run.config, train_source, eval_source,
                                   run.workdir, run.step, writer)
     finally:
         writer.close()

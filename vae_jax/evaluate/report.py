@@ -1,10 +1,19 @@
 """`evaluate_run(workdir)`: every number and picture of the evaluation of one run.
 
-Writes `results/eval_<step>.json`, PNGs under `images/` and TensorBoard summaries under the
-tag prefix `report/`, leaving the training metrics (metrics.jsonl) untouched.
+Writes `results/eval_<step>.json` (`results.write_results`), PNGs under `images/` and
+TensorBoard summaries under the tag prefix `report/`, leaving the training metrics
+(metrics.jsonl) untouched.
+
+What each number is computed on:
+- the eval split of `data.registry` (MNIST-like: the test split; dSprites: the fixed held-out
+  combinations; with `data.holdout_class=c`: the test examples of the other classes, with
+  class c reported apart as 'likelihood_heldout' and its AUROC);
+- with data.binarize='dynamic', the fixed binary draw of each split (`BinarizedSource`) that
+  the model's eval -ELBO and IWAE bound also see: every number reads the inputs the model was
+  trained on;
+- the linear probe only for a model whose posterior does not read the label (not a CVAE).
 """
 
-import json
 import os
 import time
 from pathlib import Path
@@ -15,21 +24,25 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from vae_jax import steps
-from vae_jax.data.registry import make_sources
+from vae_jax import images, pictures
+from vae_jax.data.ground_truth import wants_metrics
+from vae_jax.data.registry import train_and_evals
+from vae_jax.data.subsets import BinarizedSource
 from vae_jax.data.tfds_source import TfdsSource
 from vae_jax.errors import UserError
-from vae_jax.evaluate import downstream, images, latents, likelihood, pictures
-from vae_jax.run import Run, load_run
-from vae_jax.train import EVAL, SAMPLE, run_keys, wanted_metrics
-from vae_jax.results import flat_scalars
+from vae_jax.evaluate import downstream, latents, likelihood
+from vae_jax.keys import EVAL, SAMPLE, example_keys, run_keys
 from vae_jax.metric_writer import MetricWriter
-from vae_jax.workdir import write_atomic
+from vae_jax.objectives import iwae_bound
+from vae_jax.results import flat_scalars, write_results
+from vae_jax.run import Run, load_run
 
 # The out-of-distribution test set for each in-distribution dataset (same 28x28x1 shape).
 OOD_DATASET = {'mnist': 'fashion_mnist', 'binarized_mnist': 'fashion_mnist',
                'fashion_mnist': 'mnist'}
 MNIST_LIKE = ('mnist', 'binarized_mnist', 'fashion_mnist')
+# Datasets whose pixels are already {0, 1}: the OOD data a model of them scores is binarized.
+BINARY = ('binarized_mnist',)
 
 
 def _progress(label: str):
@@ -43,27 +56,18 @@ def _progress(label: str):
     return report
 
 
-def score_function(run: Run, key: jax.Array, k: int, binarize: bool):
+def score_function(run: Run, key: jax.Array, k: int):
     """x [b, ...], y [b] -> -log p(x) bound [b] with k importance samples (anomaly score).
 
-    With `binarize`, pixels are first drawn ~ Bernoulli(intensity) (a model trained on binary
-    images scores binary images). Example i of every batch uses key fold_in(key, i): scores
-    are deterministic; the noise is shared across batches, which leaves each bound unbiased.
+    Example i of every batch uses key fold_in(key, i): scores are deterministic; the noise is
+    shared across batches, which leaves each bound unbiased.
     """
-    conditional = run.config.model.conditional
     chunk = min(k, run.config.eval.iwae_chunk)
 
     @jax.jit
     def score(params, x, y):
-        keys = steps.example_keys(key, jnp.arange(x.shape[0]))
-        if binarize:
-            x, _ = steps.prepare_inputs({'image': x, 'label': y}, keys, 'dynamic')
-        bound = likelihood.iwae_bound(
-            params, x, y if conditional else None, keys, num_samples=k, chunk=chunk,
-            apply_fn=run.model.apply, encode=run.model.encode, decode=run.model.decode,
-            likelihood=run.config.model.likelihood,
-            log_scale=jnp.log(run.config.model.gaussian_scale))
-        return -bound
+        keys = example_keys(key, jnp.arange(x.shape[0]))
+        return -iwae_bound(params, x, y, keys, fns=run.fns, num_samples=k, chunk=chunk)
     return lambda x, y: score(run.params, jnp.asarray(x), jnp.asarray(y))
 
 
@@ -72,31 +76,32 @@ def encode_function(run: Run):
     return lambda x, y: run.encode(x, y if run.config.model.conditional else None)
 
 
+def as_trained(run: Run, source, key):
+    """`source` as the model reads it: binarized (the fixed draw) with data.binarize='dynamic'."""
+    return BinarizedSource(source, key) if run.config.data.binarize == 'dynamic' else source
+
+
 def anomaly_results(run: Run, test_source, key, max_examples) -> dict[str, Any]:
-    """AUROC of OOD test data vs in-distribution test data, and of a held-out class."""
+    """AUROC of OOD test data vs in-distribution test data, and of a held-out class.
+
+    `test_source` is the eval split of `data.registry`: with data.holdout_class, the
+    in-distribution classes only (`.source` is the whole test split).
+    """
     data = run.config.data
     out: dict[str, Any] = {}
     if run.config.model.conditional or data.name not in MNIST_LIKE:
         return out  # a CVAE's p(x | y) has no label to condition on for OOD data
-    binary = data.name == 'binarized_mnist' or data.binarize == 'dynamic'
-    score = score_function(run, key, run.config.eval.anomaly_samples, binary)
+    score = score_function(run, key, run.config.eval.anomaly_samples)
     ood = OOD_DATASET[data.name]
     ood_source = TfdsSource(ood, 'test', data.data_dir or None)
+    ood_source = (BinarizedSource(ood_source, key) if data.name in BINARY
+                  else as_trained(run, ood_source, key))
     kw = dict(batch_size=run.config.eval_batch_size, max_examples=max_examples)
-    twin = TfdsSource('fashion_mnist' if ood == 'mnist' else 'mnist', 'test',
-                      data.data_dir or None)
-    first = np.arange(64)
-    if np.array_equal(ood_source.get_batch(first)['image'], twin.get_batch(first)['image']):
-        # A mislabelled data_dir (one dataset prepared under the other's name) would make this
-        # an in-distribution-vs-itself AUROC of 0.5 that looks like a result.
-        reason = (f'the {ood} test split in {ood_source.data_dir} holds the same images as '
-                  f'{twin.name}; re-prepare it')
-        logging.warning('skipping the OOD AUROC: %s', reason)
-        out[f'ood_{ood}'] = {'skipped': reason}
-    else:
-        out[f'ood_{ood}'] = downstream.ood_auroc(score, test_source, ood_source, **kw)
+    out[f'ood_{ood}'] = downstream.ood_auroc(score, as_trained(run, test_source, key),
+                                             ood_source, **kw)
     if data.holdout_class >= 0:
-        out['heldout_class'] = downstream.heldout_class_auroc(score, test_source,
+        whole_test = as_trained(run, test_source.source, key)
+        out['heldout_class'] = downstream.heldout_class_auroc(score, whole_test,
                                                               data.holdout_class, **kw)
     return out
 
@@ -157,45 +162,51 @@ def evaluate_run(workdir: str | Path, *, iwae_samples: Optional[int] = None,
         config.eval.iwae_chunk = min(config.eval.iwae_chunk, iwae_samples)
     if max_examples is not None:
         config.eval.iwae_examples = max_examples
-    train_source, test_source = make_sources(config.data, config.seed)
+    train_source, evals = train_and_evals(config.data, config.seed)
+    test_source = evals['eval']
     keys = run_keys(config.seed)
     limit = config.eval.iwae_examples or None
     logging.info('evaluating %s at step %d on %d test examples', run.workdir, run.step,
                  min(limit or test_source.num_examples, test_source.num_examples))
 
-    results: dict[str, Any] = {'step': run.step, 'workdir': str(run.workdir)}
-    results['likelihood'] = likelihood.evaluate_likelihood(
-        run.params, run.model, test_source, config, keys[EVAL],
-        progress=_progress(f'IWAE k={config.eval.iwae_samples}'))
-    logging.info('test NLL %.3f nats (k=%d), -ELBO %.3f', results['likelihood']['nll'],
-                 config.eval.iwae_samples, results['likelihood']['neg_elbo'])
-    posteriors = latents.collect_posteriors(encode_function(run), test_source,
+    results: dict[str, Any] = {}
+    for name, source in evals.items():  # 'eval', and 'eval_heldout' with data.holdout_class
+        section = 'likelihood' + name[len('eval'):]
+        results[section] = likelihood.evaluate_likelihood(
+            run.params, run.fns, source, config, keys[EVAL],
+            progress=_progress(f'{name}: IWAE k={config.eval.iwae_samples}'))
+        logging.info('%s: NLL %.3f nats (k=%d), -ELBO %.3f', name, results[section]['nll'],
+                     config.eval.iwae_samples, results[section]['neg_elbo'])
+    trained_test = as_trained(run, test_source, keys[EVAL])
+    posteriors = latents.collect_posteriors(encode_function(run), trained_test,
                                             batch_size=config.eval_batch_size,
                                             max_examples=limit)
     results['latents'] = latents.posterior_stats(posteriors['mean'], posteriors['logvar'])
     logging.info('active units: %d of %d', results['latents']['active_units'],
                  config.model.latents)
-    if train_source.num_classes > 0:
-        # A held-out-class run trains on a ClassSubset; the probe needs every class.
-        probe_train = getattr(train_source, 'source', train_source)
+    if config.model.conditional:
+        results['linear_probe'] = {'skipped': 'a conditional VAE encodes x together with its '
+                                              'label, so a probe would read the label back'}
+    elif train_source.num_classes > 0:
+        # A held-out-class run trains and evaluates on ClassSubsets; the probe needs every class.
+        whole = lambda s: getattr(s, 'source', s)
         results['linear_probe'] = downstream.probe_posterior_means(
-            encode_function(run), probe_train, test_source, batch_size=config.eval_batch_size,
+            encode_function(run), as_trained(run, whole(train_source), keys[EVAL]),
+            as_trained(run, whole(test_source), keys[EVAL]),
+            batch_size=config.eval_batch_size,
             max_train=config.eval.probe_train_examples or None, max_test=limit)
         logging.info('linear probe accuracy %.4f', results['linear_probe']['test_accuracy'])
-    if wanted_metrics(config, train_source):
+    if wants_metrics(config, train_source):
         from vae_jax.evaluate import factor_report
         results['disentanglement'] = factor_report.disentanglement_metrics(
-            run.model, run.params, config, train_source)
+            run.fns, run.params, config, train_source)
         factor_report.log_scores(results['disentanglement'])
     results['anomaly'] = anomaly_results(run, test_source, keys[EVAL], limit)
     for name, r in results['anomaly'].items():
         if 'auroc' in r:
             logging.info('anomaly AUROC %s: %.4f', name, r['auroc'])
 
-    out_dir = run.workdir / 'results'
-    out_dir.mkdir(exist_ok=True)
-    path = out_dir / f'eval_{run.step:07d}.json'
-    write_atomic(path, json.dumps(results, indent=2) + '\n')
+    results = write_results(run.workdir, run.step, results)
     writer = MetricWriter(run.workdir, start_step=None)
     try:
         writer.scalars(run.step, 'report', flat_scalars(results), jsonl=False)
@@ -208,5 +219,5 @@ def evaluate_run(workdir: str | Path, *, iwae_samples: Optional[int] = None,
                 posteriors['mean'], posteriors['label'] if train_source.num_classes else None))
     finally:
         writer.close()
-    logging.info('wrote %s', path)
+    logging.info('wrote %s/results/eval_%07d.json', run.workdir, run.step)
     return results

@@ -16,7 +16,8 @@ from vae_jax.sweep.define import (Point, chain, expand, format_value, load_sweep
                                   split_config_spec, sweep, zip_)
 from vae_jax.sweep.runner import (Outcome, apply_overrides, format_outcomes, read_status,
                                   run_sweep)
-from vae_jax.sweep.summary import collect, summarize
+from vae_jax.sweep.rows import collect
+from vae_jax.sweep.summary import summarize
 
 __all__ = [
     'Outcome', 'Point', 'apply_overrides', 'chain', 'collect', 'expand', 'format_outcomes',

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from vae_jax.sweep.define import format_value, short_labels
-from vae_jax.sweep.summary import Row, is_seed, mean_std, shown_metrics, swept_keys
+from vae_jax.sweep.rows import Row, is_seed, mean_std, shown_metrics, swept_keys
 
 
 def _numeric(values) -> bool:

@@ -33,7 +33,8 @@ from vae_jax.steps import get_field
 from vae_jax.sweep.define import Point
 from vae_jax.sweep.status import (STATUS_FILE, Outcome, finished, now, read_status, refusal,
                                   started, write_json)
-from vae_jax.sweep.summary import last_eval
+from vae_jax.sweep.rows import last_eval
+from vae_jax.sweep.vmapped import run_group
 
 SWEEP_FILE = 'sweep.json'
 
@@ -176,9 +177,7 @@ def run_sweep(config, points: Sequence[Point], root: str | os.PathLike, *,
             'base': {k: get_field(config, k) for k in swept},  # where a point does not set k
             'points': [dataclasses.asdict(p) for p in points]})
     if vmap and len(selected) > 1:
-        from vae_jax.sweep import vmapped
-        return vmapped.run_group([points[i] for i in selected], [configs[i] for i in selected],
-                                 root)
+        return run_group([points[i] for i in selected], [configs[i] for i in selected], root)
     outcomes = []
     for n, i in enumerate(selected):
         logging.info('sweep point %d of %d to run here: %s', n + 1, len(selected), points[i].name)

@@ -3,7 +3,7 @@
 The training loop (`train.train_points`) stacks the points' train states along a leading axis and
 `jax.vmap`s the train step over it, so one compiled step trains every point. Each point keeps
 what it would have alone: its seed's keys and data order, its own hyperparameters (the step's
-traced `hparams`, `steps.HPARAMS`), and its own workdir with checkpoints, metrics.jsonl,
+traced `hparams`, `steps.hparam_names`), and its own workdir with checkpoints, metrics.jsonl,
 TensorBoard events, images and results. A point whose loss becomes NaN is stopped and reported
 while the others go on (the vmapped lanes are independent). Here: the sweep bookkeeping.
 

@@ -12,11 +12,10 @@ disentanglement_lib used, so scores are comparable); each module says where it d
 `ground_truth` follows `GroundTruthData`; `represent` maps observations ``[n, ...]`` to codes
 ``[n, d]`` (e.g. a jitted encoder's mean) and is called on at most `chunk` observations at once.
 
-Cost at the defaults on procedural dSprites (measured on a shared, loaded 2-core machine with a
-random projection of the pixels as `represent`, so mostly rendering and fitting): BetaVAE 75 s
-(1.92M observations), FactorVAE 14-21 s (0.97M), MIG 0.3-0.5 s, SAP 1 s, DCI 442 s (gradient
-boosting, one core; 57 s with dci_model='random_forest'). A real encoder adds its own time for
-the ~2.9M observations (BetaVAE and FactorVAE need 97% of them).
+Cost at the defaults on procedural dSprites: see the README, "Disentanglement" (measured by
+`python benchmarks/disentanglement_metrics.py` on a quiet 2-core CPU, a random projection of the
+pixels standing in for the encoder, so mostly rendering and fitting). A real encoder adds its
+own time for the ~2.9M observations (BetaVAE and FactorVAE need 97% of them).
 
 The functions share the names of their modules (``mig`` in ``mig.py``); this package's
 attributes are the functions, and every array-level function is re-exported here.

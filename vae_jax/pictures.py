@@ -1,7 +1,8 @@
-"""Pictures of a trained VAE: interpolations, latent traversals, the 2-D manifold, class grids.
+"""Pictures of a VAE: the grids logged during training, interpolations, latent traversals, the
+2-D manifold, class grids.
 
-Independent of Flax. The functions take two callables (e.g. jitted closures over
-`model.apply(..., method=model.decode)` followed by `likelihood_mean`):
+`training_grids` takes the model's `ModelFns`; the others are independent of Flax and take two
+callables (e.g. jitted `ModelFns.decode_mean` and the posterior mean of `ModelFns.encode`):
 
     decode_mean(z [n, z], y [n] int or None) -> E[x | z, y]: images [n, h, w, c]
     encode_mean(x [n, h, w, c], y [n] int or None) -> posterior means [n, z]
@@ -19,7 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vae_jax.evaluate.images import tile_picture
+from vae_jax import images
+from vae_jax.images import tile_picture
 
 Decode = Callable[[jax.Array, Optional[jax.Array]], jax.Array]
 Encode = Callable[[jax.Array, Optional[jax.Array]], jax.Array]
@@ -254,3 +256,24 @@ def scatter_colors(k: int) -> np.ndarray:
     name = 'tab10' if k <= 10 else 'tab20' if k <= 20 else 'hsv'
     cmap = colormaps[name]
     return np.asarray([cmap(c if k <= 20 else c / k)[:3] for c in range(k)])
+
+
+def training_grids(fns, params, source, config, key: jax.Array) -> dict[str, np.ndarray]:
+    """The pictures each periodic eval logs: inputs above their reconstructions (decoded
+    posterior means) and decoded prior samples (one row per class for a CVAE).
+
+    Inputs are spread over the split: dSprites' eval set is sorted by factor, so its first
+    rows would all be small squares. {} for data that are not images.
+    """
+    if len(source.example_shape) != 3:
+        return {}
+    n = config.num_image_examples
+    batch = source.get_batch(np.linspace(0, source.num_examples - 1, n).astype(np.int64))
+    x, y = jnp.asarray(batch['image']), jnp.asarray(batch['label'])
+    mean, _ = fns.encode(params, x, y)
+    recon = fns.decode_mean(params, mean, y)
+    rows = source.num_classes if fns.conditional else 8
+    labels = jnp.repeat(jnp.arange(rows), 8) if fns.conditional else jnp.zeros(64, int)
+    samples = fns.decode_mean(params, fns.prior_sample(params, key, len(labels)), labels)
+    return {'reconstructions': images.side_by_side(np.asarray(x), np.asarray(recon)),
+            'samples': images.grid(np.asarray(samples), rows=rows)}

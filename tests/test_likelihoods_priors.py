@@ -1,0 +1,105 @@
+"""The likelihood and prior registries: densities against scipy, means and samples by
+Monte Carlo, and the model bundle (`ModelFns`) wiring them to the networks."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from scipy import stats
+
+from vae_jax import base_config, configs, likelihoods, model_fns, priors
+from vae_jax.errors import UserError
+
+MODEL = ml_collections.ConfigDict({'gaussian_scale': 0.3, 'latents': 3})
+
+
+def _scipy_log_prob(name, x, p):
+    if name == 'bernoulli':
+        return stats.bernoulli.logpmf(x, 1 / (1 + np.exp(-p[..., 0]))).sum()
+    if name == 'gaussian':
+        return stats.norm.logpdf(x, p[..., 0], 0.3).sum()
+    sigma = np.exp(likelihoods.MIN_LOG_SCALE + np.logaddexp(0, p[..., 1] - likelihoods.MIN_LOG_SCALE))
+    return stats.norm.logpdf(x, p[..., 0], sigma).sum()
+
+
+@pytest.mark.parametrize('name', sorted(likelihoods.REGISTRY))
+def test_likelihood_log_prob_mean_and_sample(name):
+    lik = likelihoods.REGISTRY[name](MODEL)
+    rng = np.random.default_rng(0)
+    p = rng.normal(size=(4, 5, lik.num_params)).astype(np.float32)
+    x = (rng.random((4, 5)) < 0.5).astype(np.float32) if lik.binary else rng.normal(
+        size=(4, 5)).astype(np.float32)
+    np.testing.assert_allclose(jax.jit(lik.log_prob)(x, p), _scipy_log_prob(name, x, p),
+                               rtol=1e-5)
+    # The sample's average is the mean; the flattened log-density equals the shaped one.
+    draws = jax.vmap(lik.sample, (0, None))(jax.random.split(jax.random.key(1), 20000), p)
+    mean = np.asarray(lik.mean(p))
+    np.testing.assert_allclose(draws.mean(0), mean, atol=0.05)
+    assert draws.shape == (20000, 4, 5) and not np.allclose(draws[0], draws[1])
+    np.testing.assert_allclose(lik.log_prob(x.reshape(-1), p.reshape(-1, lik.num_params)),
+                               lik.log_prob(x, p), rtol=1e-6)
+
+
+def test_learned_log_scale_is_bounded_below():
+    lik = likelihoods.gaussian_learned(MODEL)
+    x = jnp.zeros((3,))
+    tiny = jnp.stack([jnp.zeros(3), jnp.full(3, -1e4)], -1)
+    assert np.isfinite(float(lik.log_prob(x, tiny)))
+    np.testing.assert_allclose(
+        lik.log_prob(x, tiny), stats.norm.logpdf(0, 0, np.exp(likelihoods.MIN_LOG_SCALE)) * 3,
+        rtol=1e-5)
+
+
+def test_standard_normal_prior():
+    prior = priors.StandardNormal(3)
+    z = np.random.default_rng(0).normal(size=(6, 3)).astype(np.float32)
+    np.testing.assert_allclose(prior.apply({}, z, method=prior.log_prob),
+                               stats.norm.logpdf(z).sum(-1), rtol=1e-5)
+    samples = prior.apply({}, jax.random.key(0), 50000, method=prior.sample)
+    np.testing.assert_allclose(np.cov(np.asarray(samples).T), np.eye(3), atol=0.03)
+    # The analytic KL per dimension against a Monte-Carlo estimate of E_q[log q - log p].
+    mean, logvar = jnp.array([[0.5, -1.0, 0.0]]), jnp.array([[0.2, -0.5, 1.0]])
+    kl = prior.apply({}, mean, logvar, method=prior.kl_per_dim)[0]
+    eps = jax.random.normal(jax.random.key(1), (200000, 3))
+    zq = mean + jnp.exp(0.5 * logvar) * eps
+    mc = (stats.norm.logpdf(zq, mean, np.exp(0.5 * logvar)) - stats.norm.logpdf(zq)).mean(0)
+    np.testing.assert_allclose(kl, mc, atol=0.01)
+
+
+def test_model_fns_bundle_wires_network_likelihood_and_prior():
+    c = base_config()
+    c.model.hidden, c.model.latents, c.model.likelihood = (8,), 2, 'gaussian'
+    fns = model_fns.build(c.model, (5,), 0)
+    x = jnp.linspace(-1, 1, 15).reshape(3, 5)
+    params = fns.module.init(jax.random.key(0), x)['params']
+    assert set(params) == {'encoder', 'decoder'}  # the standard normal prior has none
+    mean, logvar = fns.encode(params, x)
+    out = fns.decode(params, mean)
+    assert mean.shape == logvar.shape == (3, 2) and out.shape == (3, 5, 1)
+    lik = likelihoods.gaussian(c.model)
+    np.testing.assert_allclose(fns.log_lik(x, out), [lik.log_prob(a, b) for a, b in zip(x, out)],
+                               rtol=1e-6)
+    np.testing.assert_allclose(fns.decode_mean(params, mean), out[..., 0])
+    np.testing.assert_allclose(fns.prior_log_prob(params, mean),
+                               stats.norm.logpdf(np.asarray(mean)).sum(-1), rtol=1e-5)
+    assert fns.analytic_kl and fns.prior_sample(params, jax.random.key(1), 4).shape == (4, 2)
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('model.likelihood', 'poisson', 'unknown model.likelihood'),
+    ('model.prior', 'vamp', 'unknown model.prior'),
+    ('model.gaussian_scale', 0.0, 'gaussian_scale must be positive'),
+])
+def test_registry_names_are_validated(field, value, message):
+    c = base_config()
+    c.update_from_flattened_dict({field: value})
+    with pytest.raises(UserError, match=message):
+        configs.validate(c)
+
+
+def test_dynamic_binarization_needs_a_likelihood_of_binary_data():
+    c = base_config()
+    c.data.binarize, c.model.likelihood = 'dynamic', 'gaussian'
+    with pytest.raises(UserError, match="'gaussian' is not"):
+        configs.validate(c)

@@ -1,0 +1,147 @@
+"""The objective interface and the ELBO terms every objective is built from.
+
+An objective is an `Objective`: a pure per-batch loss plus what the rest of vae_jax needs to
+know about it (the `config.objective` fields it reads and their defaults, which of them are
+traced hyperparameters, its validation, and any auxiliary model trained beside the VAE).
+`objectives.REGISTRY` lists them; the train step, validation, base config and sweeps read it.
+
+Reduction convention: per-example terms are sums over pixels and latent dimensions (nats);
+every batch quantity returned here is the *mean over the batch* of those sums. Terms that need
+batch statistics use the *global* batch through axis-name collectives, so a step on 1, 2 or 8
+devices sharing the same global batch computes the same loss and gradients.
+"""
+
+import dataclasses
+from typing import Any, Callable, Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+
+from vae_jax import distributions as D
+
+Metrics = dict[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What a loss reads besides (params, x, y, keys); built by the train step.
+
+    Attributes:
+      fns: the model's `model_fns.ModelFns`.
+      settings: {field: value} for every `config.objective` field the objective declares:
+        python values, except traced hyperparameters, which are [] arrays.
+      step: [] int, the optimizer step being taken (0 for the first).
+      axis_name: the device axis the batch is split over, or None.
+      aux: the auxiliary model's current state (`Objective.aux`: a flax TrainState with its
+        apply_fn and params), else None.
+    """
+    fns: Any
+    settings: Mapping[str, Any]
+    step: jax.Array
+    axis_name: Optional[str] = None
+    aux: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Aux:
+    """A model an objective trains beside the VAE with its own optimizer (FactorVAE's critic).
+
+    Attributes:
+      init: (key, config) -> flax TrainState, kept in `TrainState.aux`.
+      update: (aux_state, aux_input, key, axis_name) -> (new aux_state, metrics); aux_input
+        is what the loss returned beside its metrics, `key` is `keys.permutation_key` of the
+        step.
+    """
+    init: Callable
+    update: Callable
+
+
+def _no_check(config) -> None:
+    del config
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """One training objective.
+
+    Attributes:
+      loss: (params, x [b, ...], y [b] | None, keys [b], ctx: Context) ->
+        (loss [], (metrics {name: []}, aux_input or None)): batch means over this device's
+        examples, with any global-batch statistics taken over `ctx.axis_name`.
+      defaults: {field: default} of the `config.objective` fields it reads. Every objective's
+        fields are declared in the base config from these; one field shared by several
+        objectives has one default.
+      traced: the fields (floats) passed to the step as traced data: another value reuses
+        the compiled step, and a vmapped sweep group gives each point its own.
+      check: (config) -> None, raises UserError for a bad value of a field it reads.
+      aux: an auxiliary model trained beside the VAE, or None.
+    """
+    loss: Callable
+    defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    traced: tuple[str, ...] = ()
+    check: Callable[[Any], None] = _no_check
+    aux: Optional[Aux] = None
+
+
+def pmean(x: jax.Array, axis_name: Optional[str]) -> jax.Array:
+    return x if axis_name is None else jax.lax.pmean(x, axis_name)
+
+
+def gather(x: jax.Array, axis_name: Optional[str]) -> jax.Array:
+    """[b, ...] on each device -> [B, ...] global batch, in global-index order."""
+    return x if axis_name is None else jax.lax.all_gather(x, axis_name, tiled=True)
+
+
+def negative_elbo(log_lik: jax.Array, kl: jax.Array, beta: float = 1.0) -> jax.Array:
+    """β-weighted negative ELBO of one example: -log p(x|z) + β KL (Higgins et al. 2017).
+
+    Args:
+      log_lik: [] log p(x | z) for a posterior sample z.
+      kl: [] KL(q(z|x) || p(z)).
+      beta: KL weight; 1 gives the ELBO of Kingma & Welling (2014).
+
+    Returns:
+      [] nats.
+    """
+    return -log_lik + beta * kl
+
+
+def elbo_terms(params: Any, x: jax.Array, y: Optional[jax.Array], keys: jax.Array,
+               fns) -> Mapping[str, jax.Array]:
+    """Per-example ELBO terms with one reparameterized sample per example.
+
+    Args:
+      params: model parameters.
+      x: [b, ...] inputs; y: [b] int labels or None.
+      keys: [b] one PRNG key per example (derived from its global batch index by the caller).
+      fns: the model's `ModelFns`.
+
+    Returns:
+      {'log_lik': [b], 'kl': [b]} in nats; 'kl_per_dim' [b, z] (None when the prior has no
+      analytic KL: 'kl' is then the estimate log q(z|x) - log p(z) at the sample); the
+      posterior 'mean', 'logvar' [b, z] and the sample 'z' [b, z].
+    """
+    mean, logvar = fns.encode(params, x, y)
+    z = jax.vmap(D.reparameterize)(keys, mean, logvar)
+    log_lik = fns.log_lik(x, fns.decode(params, z, y))
+    kl_per_dim = fns.kl_per_dim(params, mean, logvar)
+    if kl_per_dim is None:
+        kl = jax.vmap(D.gaussian_log_prob)(z, mean, logvar) - fns.prior_log_prob(params, z)
+    else:
+        kl = jnp.sum(kl_per_dim, axis=-1)
+    return {'log_lik': log_lik, 'kl': kl, 'kl_per_dim': kl_per_dim,
+            'mean': mean, 'logvar': logvar, 'z': z}
+
+
+def elbo_metrics(terms: Mapping[str, jax.Array], loss: jax.Array, **extra) -> Metrics:
+    """Batch means of 'neg_elbo', 'recon' (-log p(x|z)) and 'kl' from `elbo_terms`, the
+    training 'loss', and any `extra` scalars."""
+    return dict({'loss': loss, 'neg_elbo': jnp.mean(-terms['log_lik'] + terms['kl']),
+                 'recon': jnp.mean(-terms['log_lik']), 'kl': jnp.mean(terms['kl'])}, **extra)
+
+
+def neg_elbo_plus(terms: Mapping[str, jax.Array], penalty: jax.Array, **extra):
+    """(loss, (metrics, None)) for the batch-mean -ELBO plus `penalty` []: the form of the
+    β-VAE family's regularized objectives."""
+    loss = jnp.mean(-terms['log_lik'] + terms['kl']) + penalty
+    return loss, (elbo_metrics(terms, loss, **extra), None)
