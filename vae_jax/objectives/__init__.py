@@ -22,6 +22,7 @@ REGISTRY = {
     'beta_tcvae': 'beta_tcvae',
     'factor_vae': 'factor_vae',
     'dip_vae': 'dip_vae',
+    'cyclical': 'cyclical',
 }
 
 
