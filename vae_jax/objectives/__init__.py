@@ -14,6 +14,10 @@ from vae_jax.objectives.core import (Aux, Context, Objective, elbo_metrics, elbo
 from vae_jax.objectives.elbo import beta_schedule, free_bits_kl, vae_loss
 from vae_jax.objectives.iwae import iwae_bound, iwae_log_weights, iwae_loss
 
+__all__ = ['Aux', 'Context', 'Objective', 'REGISTRY', 'beta_schedule', 'declared_fields',
+           'elbo_metrics', 'elbo_terms', 'free_bits_kl', 'get', 'iwae_bound', 'iwae_log_weights',
+           'iwae_loss', 'negative_elbo', 'vae_loss']
+
 # config.objective.name -> the module of vae_jax.objectives that defines its OBJECTIVE.
 REGISTRY = {
     'elbo': 'elbo',
