@@ -369,3 +369,27 @@ def test_full_disk_keeps_the_previous_checkpoint(launch, tmp_path):
         assert load_run(run).step == 10  # the previous checkpoint is intact
     finally:
         subprocess.run(['umount', '-l', str(mount)])
+
+
+def test_checkpoints_from_before_the_objective_registry_still_resume(tmp_path):
+    """Checkpoints written when the TrainState's auxiliary model was called `discriminator`
+    (what steps.TrainStateV1 saves) are read into today's TrainState, aux and all."""
+    from vae_jax import model_fns, steps
+    from vae_jax.checkpoints import Checkpoints
+    c = toy2d.get_config('steps=6')
+    c.objective.name = 'factor_vae'
+    c.discriminator.hidden = (8,)
+    fns = model_fns.build(c.model, (2,), 5)
+    state = steps.init_train_state(jax.random.key(0), fns, c, (2,), 6)
+    state = state.replace(step=3, aux=state.aux.replace(step=3))
+    old = state.as_saved({'discriminator', 'params', 'opt_state', 'step'})
+    assert isinstance(old, steps.TrainStateV1)
+    ckpt = Checkpoints(tmp_path, 2)
+    ckpt.save(3, old)
+    ckpt.wait()
+    template = steps.init_train_state(jax.random.key(1), fns, c, (2,), 6)
+    restored = ckpt.read(template, 3)
+    ckpt.close()
+    assert isinstance(restored, steps.TrainState) and int(restored.aux.step) == 3
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
+        np.testing.assert_array_equal(a, b)

@@ -80,6 +80,8 @@ class Checkpoints:
                             f'restored by this one; train in a new --workdir')
         if jax.process_count() > 1:  # every process reads the whole (small) state as numpy
             target = jax.device_get(target)
+        if hasattr(target, 'as_saved'):  # a state whose fields were renamed since (steps.py)
+            target = target.as_saved(self._saved_fields(step))
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         self._check_layout(directory, step, abstract)
         _filter_abandoned_reads()
@@ -98,7 +100,15 @@ class Checkpoints:
         if record.get('step') != step or record.get('checksum') != got:
             raise DamagedCheckpoint(f'checksum {got} does not match the recorded '
                                     f'{record.get("checksum")} of step {record.get("step")}')
-        return restored['state']
+        state = restored['state']
+        return state.current() if hasattr(state, 'current') else state
+
+    def _saved_fields(self, step: int) -> set:
+        """The top-level field names of the saved state (empty if the metadata is unreadable)."""
+        try:
+            return set(self.manager.item_metadata(step)['state'].keys())
+        except Exception:  # the read that follows reports the damage
+            return set()
 
     def _check_layout(self, directory: Path, step: int, abstract: Any) -> None:
         """UserError if the checkpoint's arrays (from its metadata) are not those of `abstract`:

@@ -58,7 +58,8 @@ class Loop:
         self.train_key = points.join(keys['train'])
         self.eval_key = points.join(keys['eval'])
         self.hparams = points.hparams()
-        if points.vmapped and self.config.model.encoder == 'conv' and jax.default_backend() == 'cpu':
+        if (points.vmapped and getattr(fns.module.encoder, 'convolutional', False)
+                and jax.default_backend() == 'cpu'):
             # benchmarks/vmapped_sweep.py --step_only: 8 dSprites conv points, 2.1 point-steps/s
             # vmapped against 10.5 one by one.
             logging.warning('vmapping a conv model over %d points makes grouped convolutions, '

@@ -170,6 +170,7 @@ class ConvEncoder(nn.Module):
     latents: int
     kernel: int = 4
     num_classes: int = 0
+    convolutional = True  # vmapped over sweep points, its convolutions become grouped ones
 
     @nn.compact
     def __call__(self, x: jax.Array, y: Optional[jax.Array] = None):

@@ -32,6 +32,24 @@ class TrainState(train_state.TrainState):
     """flax's TrainState plus the objective's auxiliary model (`Objective.aux`), else None."""
     aux: Optional[train_state.TrainState] = None
 
+    def as_saved(self, fields: set) -> train_state.TrainState:
+        """This state in the form of a checkpoint whose top-level fields are `fields`: a
+        `TrainStateV1` for checkpoints written when the auxiliary model was FactorVAE's
+        `discriminator`, so that those runs still resume (bit for bit)."""
+        if 'discriminator' in fields and 'aux' not in fields:
+            return TrainStateV1(step=self.step, apply_fn=self.apply_fn, params=self.params,
+                                tx=self.tx, opt_state=self.opt_state, discriminator=self.aux)
+        return self
+
+
+class TrainStateV1(train_state.TrainState):
+    """The TrainState of checkpoints written before objectives were a registry."""
+    discriminator: Optional[train_state.TrainState] = None
+
+    def current(self) -> TrainState:
+        return TrainState(step=self.step, apply_fn=self.apply_fn, params=self.params,
+                          tx=self.tx, opt_state=self.opt_state, aux=self.discriminator)
+
 
 def create_train_state(key: jax.Array, fns: ModelFns, tx: optax.GradientTransformation,
                        example_shape: Sequence[int],
