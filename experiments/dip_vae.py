@@ -10,6 +10,12 @@ DIP-VAE-I and λ_d = λ_od for DIP-VAE-II. Shared setup and metrics as experimen
 
 Arguments (checked against `ARGS`): `quick`, `type=i|ii` (default i), `lambda_od=L` (default
 10), `steps=N` (default 0: 300k, or 600 with `quick`); for the sweep `seeds=N` (default 5).
+
+Runtime and expected result: the full 300k steps take about 11 hours of training on a 2-core
+CPU. The quick run (type i, λ_od = 10, λ_d = 100) (measured: seed 0, 2-core CPU, no other job)
+takes 2 min 49 s in all, metrics included, and ends at -ELBO 109.38 nats (KL 22.06) on 1,000 of
+the 10,000 held-out factor combinations, 10 of 10 units active; BetaVAE 0.746, FactorVAE 0.450,
+MIG 0.019, DCI D 0.029, SAP 0.011.
 """
 
 from vae_jax.configs import DSPRITES_ARGS, dsprites_config, parse_arg

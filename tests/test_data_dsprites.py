@@ -203,6 +203,10 @@ def test_eval_combinations_are_held_out_of_training_and_fixed():
     # No eval combination is trained on, and together they are the whole grid.
     assert not np.isin(eval_source.indices, train.indices).any()
     assert len(np.union1d(eval_source.indices, train.indices)) == 737_280
+    # In random order: the first 1000 (a quick run's eval) cover the shapes evenly, where a
+    # sorted prefix would be all squares.
+    shapes = eval_source.get_batch(np.arange(1000))['label']
+    assert all(abs(np.mean(shapes == k) - 1 / 3) < 0.05 for k in range(3))
     # The same held-out set for every seed (and so for every run that is compared).
     _, other_seed = make_sources(config.data, seed=7)
     np.testing.assert_array_equal(other_seed.indices, eval_source.indices)

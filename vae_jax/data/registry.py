@@ -22,10 +22,12 @@ DSPRITES_HOLDOUT_EXAMPLES = 10_000
 
 
 def dsprites_holdout(num_examples: int) -> np.ndarray:
-    """The sorted indices [m] of the held-out dSprites combinations: 10,000 of them, or a tenth
-    of a smaller stand-in. A function of `num_examples` only."""
+    """The indices [m] of the held-out dSprites combinations: 10,000 of them, or a tenth of a
+    smaller stand-in; a function of `num_examples` only. In random order, not sorted: the grid
+    is ordered by factor, so a sorted prefix (an eval of `eval_examples` < m) would be almost
+    all squares; any prefix of this order is a uniform sample."""
     num_eval = min(DSPRITES_HOLDOUT_EXAMPLES, num_examples // 10)
-    return np.sort(keys.dsprites_holdout_rng().choice(num_examples, num_eval, replace=False))
+    return keys.dsprites_holdout_rng().choice(num_examples, num_eval, replace=False)
 
 
 def make_sources(data_config, seed: int):
