@@ -133,3 +133,16 @@ def test_eval_mode_through_launch(two_d_run, launch, tmp_path):
     assert (run / 'checkpoints' / '40').is_dir()  # eval moves nothing of a (maybe live) run
     bad = launch('--mode=eval', f'--workdir={two_d_run / "nothing"}')
     assert bad.returncode == 2 and 'not a vae_jax run' in bad.stderr
+
+
+def test_probe_trains_on_a_uniform_sample_of_a_grid_ordered_dataset():
+    """dSprites is stored in grid order: its first 10,000 examples are all squares, which made
+    --mode=eval's linear probe fail on a single class."""
+    from vae_jax.data.dsprites import DSpritesSource
+    from vae_jax.evaluate.report import probe_sample
+    grid = DSpritesSource()
+    sample = probe_sample(grid, 3000)
+    labels = sample.get_batch(np.arange(sample.num_examples))['label']
+    assert sample.num_examples == 3000 and set(labels) == {0, 1, 2}
+    assert set(grid.get_batch(np.arange(3000))['label']) == {0}  # the prefix it replaces
+    assert probe_sample(grid, 0) is grid

@@ -14,6 +14,9 @@ A run's randomness is a function of `config.seed` alone:
     ├── fold_in(seed_key, EVAL)       eval_key: example i of a split uses fold_in(eval_key, i)
     └── fold_in(seed_key, SAMPLE)     prior samples in pictures
 
+Fixed numpy seeds, the same for every run: DSPRITES_HOLDOUT (the held-out combinations) and
+PROBE (the linear probe's training sample).
+
 Numbers drawn from an example key depend on its global index only, so 1, 2 or 8 devices sharing
 a global batch draw the same numbers, and a resumed run redraws exactly what it would have.
 The values below are part of every result ever written: changing one changes them all.
@@ -36,6 +39,10 @@ PERMUTATION = 2**32 - 1
 # numpy seed of the fixed set of dSprites factor combinations held out for evaluation: the
 # same for every run and seed.
 DSPRITES_HOLDOUT = 2**31 - 1
+
+
+# numpy seed of the fixed sample of training examples the linear probe is fitted on.
+PROBE = 2**31 - 2
 
 
 def run_keys(seed: int) -> dict[int, jax.Array]:

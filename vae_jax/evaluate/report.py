@@ -27,11 +27,11 @@ from absl import logging
 from vae_jax import images, pictures
 from vae_jax.data.ground_truth import wants_metrics
 from vae_jax.data.registry import train_and_evals
-from vae_jax.data.subsets import BinarizedSource
+from vae_jax.data.subsets import BinarizedSource, Subset
 from vae_jax.data.tfds_source import TfdsSource
 from vae_jax.errors import UserError
 from vae_jax.evaluate import downstream, latents, likelihood
-from vae_jax.keys import EVAL, SAMPLE, example_keys, run_keys
+from vae_jax.keys import EVAL, PROBE, SAMPLE, example_keys, run_keys
 from vae_jax.metric_writer import MetricWriter
 from vae_jax.objectives import iwae_bound
 from vae_jax.results import flat_scalars, write_results
@@ -79,6 +79,16 @@ def encode_function(run: Run):
 def as_trained(run: Run, source, key):
     """`source` as the model reads it: binarized (the fixed draw) with data.binarize='dynamic'."""
     return BinarizedSource(source, key) if run.config.data.binarize == 'dynamic' else source
+
+
+def probe_sample(source, n: int):
+    """A fixed uniform sample of n examples of `source` (all of it when n is 0 or larger),
+    for fitting the linear probe: the first n of a grid-ordered dataset (dSprites) would all be
+    one class."""
+    if not n or n >= source.num_examples:
+        return source
+    rng = np.random.default_rng(PROBE)
+    return Subset(source, np.sort(rng.choice(source.num_examples, n, replace=False)))
 
 
 def anomaly_results(run: Run, test_source, key, max_examples) -> dict[str, Any]:
@@ -190,11 +200,11 @@ def evaluate_run(workdir: str | Path, *, iwae_samples: Optional[int] = None,
     elif train_source.num_classes > 0:
         # A held-out-class run trains and evaluates on ClassSubsets; the probe needs every class.
         whole = lambda s: getattr(s, 'source', s)
+        probe_train = probe_sample(as_trained(run, whole(train_source), keys[EVAL]),
+                                   config.eval.probe_train_examples)
         results['linear_probe'] = downstream.probe_posterior_means(
-            encode_function(run), as_trained(run, whole(train_source), keys[EVAL]),
-            as_trained(run, whole(test_source), keys[EVAL]),
-            batch_size=config.eval_batch_size,
-            max_train=config.eval.probe_train_examples or None, max_test=limit)
+            encode_function(run), probe_train, as_trained(run, whole(test_source), keys[EVAL]),
+            batch_size=config.eval_batch_size, max_test=limit)
         logging.info('linear probe accuracy %.4f', results['linear_probe']['test_accuracy'])
     if wants_metrics(config, train_source):
         from vae_jax.evaluate import factor_report
