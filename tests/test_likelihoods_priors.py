@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from vae_jax import base_config, configs, likelihoods, model_fns, priors
+from vae_jax import base_config, configs, likelihoods, model_fns, priors, train
 from vae_jax.errors import UserError
 
 MODEL = ml_collections.ConfigDict({'gaussian_scale': 0.3, 'latents': 3})
@@ -102,4 +102,41 @@ def test_dynamic_binarization_needs_a_likelihood_of_binary_data():
     c = base_config()
     c.data.binarize, c.model.likelihood = 'dynamic', 'gaussian'
     with pytest.raises(UserError, match="'gaussian' is not"):
+        configs.validate(c)
+
+
+def test_gaussian_mixture_prior_against_scipy_and_by_sampling():
+    prior = priors.GaussianMixture(latents=2, components=3)
+    params = {'means': jnp.array([[0.0, 0.0], [3.0, -1.0], [-2.0, 2.0]]),
+              'logvars': jnp.log(jnp.array([[1.0, 0.5], [0.2, 0.2], [2.0, 1.0]]))}
+    z = np.random.default_rng(0).normal(size=(7, 2)).astype(np.float32) * 2
+    want = np.log(np.mean([stats.multivariate_normal(m, np.diag(np.exp(lv))).pdf(z)
+                           for m, lv in zip(params['means'], params['logvars'])], axis=0))
+    got = prior.apply({'params': params}, z, method=prior.log_prob)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    samples = np.asarray(prior.apply({'params': params}, jax.random.key(0), 60000,
+                                     method=prior.sample))
+    np.testing.assert_allclose(samples.mean(0), np.asarray(params['means']).mean(0), atol=0.03)
+    var = np.mean(np.exp(params['logvars']) + params['means'] ** 2, 0) - params['means'].mean(0) ** 2
+    np.testing.assert_allclose(samples.var(0), var, rtol=0.03)
+    assert not prior.analytic_kl
+    assert prior.apply({'params': params}, z, z, method=prior.kl_per_dim) is None
+
+
+def test_mixture_prior_trains_with_a_monte_carlo_kl(tiny_toy2d_config, tmp_path):
+    """Without a closed-form KL the ELBO uses log q(z|x) - log p(z) at the sample; the
+    mixture's parameters train with the model; free bits are refused."""
+    c = tiny_toy2d_config()
+    c.unlock()
+    c.model.prior, c.model.prior_components = 'gaussian_mixture', 4
+    configs.validate(c)
+    state = train.train_and_evaluate(c, tmp_path)
+    assert state.params['prior']['means'].shape == (4, c.model.latents)
+    from vae_jax import keys, steps
+    initial = steps.init_train_state(keys.run_keys(c.seed)[keys.INIT],
+                                     model_fns.build(c.model, (2,), 5), c, (2,),
+                                     c.num_steps).params['prior']['means']
+    assert not np.allclose(state.params['prior']['means'], initial)
+    c.objective.free_bits = 0.5
+    with pytest.raises(UserError, match='free_bits needs a prior with an analytic KL'):
         configs.validate(c)

@@ -54,6 +54,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.likelihood = 'bernoulli'  # a name in likelihoods.REGISTRY
     c.model.gaussian_scale = 0.1   # fixed σ of the 'gaussian' likelihood
     c.model.prior = 'standard_normal'  # a name in priors.REGISTRY
+    c.model.prior_components = 10  # K of a mixture prior ('gaussian_mixture')
     c.model.conditional = False
 
     # A name in objectives.REGISTRY, and the fields the registered objectives read, with the
@@ -120,6 +121,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _choice(metric, 'disentanglement metric', METRICS)
     checks = [
         (config.model.latents > 0, f'model.latents must be positive, got {config.model.latents}'),
+        (config.model.prior_components > 0, f'model.prior_components must be positive, got {config.model.prior_components}'),
         (len(config.model.hidden) > 0 and all(h > 0 for h in config.model.hidden), f'model.hidden must be one or more positive widths, got {tuple(config.model.hidden)}'),
         (len(config.model.conv_channels) > 0 and all(h > 0 for h in config.model.conv_channels), f'model.conv_channels must be one or more positive counts, got {tuple(config.model.conv_channels)}'),
         (config.model.kernel > 0 and config.model.dense > 0, 'model.kernel and model.dense must be positive'),

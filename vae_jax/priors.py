@@ -19,6 +19,7 @@ from typing import Callable, Optional
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from vae_jax import distributions as D, registry
 
@@ -38,8 +39,40 @@ class StandardNormal(nn.Module):
         return jax.vmap(D.gaussian_kl_per_dim)(mean, logvar)
 
 
+class GaussianMixture(nn.Module):
+    """p(z) = (1/K) Σ_k N(z; μ_k, diag exp(logvar_k)), K = `components`, with learned means
+    (initialised ~ N(0, 1)) and log-variances (initialised 0); uniform weights, as the mixture
+    prior Tomczak & Welling (2018) compare with the VampPrior. No analytic KL."""
+    latents: int
+    components: int
+    analytic_kl = False
+
+    def setup(self):
+        self.means = self.param('means', nn.initializers.normal(1.0),
+                                (self.components, self.latents))
+        self.logvars = self.param('logvars', nn.initializers.zeros,
+                                  (self.components, self.latents))
+
+    def log_prob(self, z: jax.Array) -> jax.Array:
+        """[b, z] -> [b]: logsumexp_k log N(z; μ_k, σ_k²) - log K."""
+        per_component = jax.vmap(jax.vmap(D.gaussian_log_prob, (None, 0, 0)), (0, None, None))
+        log_probs = per_component(z, self.means, self.logvars)  # [b, K]
+        return jax.nn.logsumexp(log_probs, axis=-1) - jnp.log(self.components)
+
+    def sample(self, key: jax.Array, n: int) -> jax.Array:
+        component_key, noise_key = jax.random.split(key)
+        k = jax.random.randint(component_key, (n,), 0, self.components)
+        noise = jax.random.normal(noise_key, (n, self.latents))
+        return self.means[k] + jnp.exp(0.5 * self.logvars[k]) * noise
+
+    def kl_per_dim(self, mean: jax.Array, logvar: jax.Array) -> Optional[jax.Array]:
+        del mean, logvar
+        return None
+
+
 REGISTRY: dict[str, Callable[..., nn.Module] | str] = {
     'standard_normal': lambda model_config: StandardNormal(model_config.latents),
+    'gaussian_mixture': lambda c: GaussianMixture(c.latents, c.prior_components),
 }
 
 
