@@ -5,7 +5,6 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from vae_jax import distributions as D
 from vae_jax import objectives as O

@@ -61,6 +61,14 @@ def binarize_keys(keys: jax.Array) -> jax.Array:
     return jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, BINARIZE)
 
 
+def binarize(keys: jax.Array, images: jax.Array) -> jax.Array:
+    """Dynamic binarization: pixels ~ Bernoulli(intensity), drawn with each example's
+    `binarize_keys`. keys [b], images [b, ...] in [0, 1] -> [b, ...] in {0, 1}. The training
+    and eval steps and `data.subsets.BinarizedSource` all draw through it, so they agree."""
+    return jax.vmap(lambda k, p: jax.random.bernoulli(k, p).astype(p.dtype))(
+        binarize_keys(keys), images)
+
+
 def iwae_sample_key(key: jax.Array, j: jax.Array) -> jax.Array:
     """Key of posterior sample j of one example, from that example's key.
 

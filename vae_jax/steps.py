@@ -77,8 +77,7 @@ def prepare_inputs(batch: Mapping[str, jax.Array], keys: jax.Array, binarize: st
     binarized the same way by every evaluation."""
     x = batch['image']
     if binarize == 'dynamic':
-        x = jax.vmap(lambda k, p: jax.random.bernoulli(k, p).astype(p.dtype))(
-            keys_lib.binarize_keys(keys), x)
+        x = keys_lib.binarize(keys, x)
     return x, batch['label']
 
 

@@ -93,5 +93,4 @@ class BinarizedSource:
 
 @jax.jit
 def _binarize(key, images, indices):
-    bkeys = keys.binarize_keys(keys.example_keys(key, indices))
-    return jax.vmap(lambda k, p: jax.random.bernoulli(k, p).astype(p.dtype))(bkeys, images)
+    return keys.binarize(keys.example_keys(key, indices), images)
