@@ -2,7 +2,7 @@
 
 Every import is counted, including those inside functions (a lazy import is still a
 dependency). Layers, lowest first: shared plumbing and data; distributions' users (likelihoods,
-priors, optimizers); networks; the model bundle; objectives; config and steps; what uses a
+priors, posterior flows, optimizers); networks and hierarchies; the model bundle; objectives; config and steps; what uses a
 trained model (points, pictures, run); the loop; evaluation; training; sweeps; the public API.
 """
 
@@ -13,9 +13,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / 'vae_jax'
 
 LAYERS = [
     ('errors', 'registry', 'distributions', 'keys', 'distributed', 'workdir', 'results', 'images',
-     'preemption', 'metric_writer', 'checkpoints', 'data'),
-    ('likelihoods', 'priors', 'optim'),
-    ('models',),
+     'preemption', 'metric_writer', 'checkpoints', 'data', 'latent_sample'),
+    ('likelihoods', 'priors', 'flows', 'optim'),
+    ('models', 'hierarchies'),
     ('model_fns',),
     ('objectives',),
     ('configs', 'steps'),

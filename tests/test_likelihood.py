@@ -42,18 +42,15 @@ def _decode(params, z):
     return (z @ W.T + B)[..., None]  # [b, 6, 1]: the Gaussian mean
 
 
-class PPCAFns:
-    """The `ModelFns` of pPCA with the encoder `_encode`: N(0, I) prior, Gaussian likelihood."""
-    likelihood = likelihoods.gaussian(ml_collections.ConfigDict({'gaussian_scale': SIGMA}))
+class PPCAFns(model_fns.ModelFns):
+    """The `ModelFns` of pPCA with the encoder `_encode`: N(0, I) prior, Gaussian likelihood
+    (a one-layer model whose networks are plain functions instead of a linen module)."""
 
-    def encode(self, params, x, y=None):
+    def features(self, params, x, y=None):
         return _encode(params, x)
 
     def decode(self, params, z, y=None):
         return _decode(params, z)
-
-    def log_lik(self, x, out):
-        return jax.vmap(self.likelihood.log_prob)(x, out)
 
     def kl_per_dim(self, params, mean, logvar):
         return jax.vmap(D.gaussian_kl_per_dim)(mean, logvar)
@@ -62,7 +59,7 @@ class PPCAFns:
         return jax.vmap(D.standard_normal_log_prob)(z)
 
 
-FNS = PPCAFns()
+FNS = PPCAFns(None, likelihoods.gaussian(ml_collections.ConfigDict({'gaussian_scale': SIGMA})))
 
 
 @functools.lru_cache

@@ -8,21 +8,18 @@ import numpy as np
 
 from vae_jax import distributions as D
 from vae_jax import objectives as O
-from vae_jax import likelihoods
+from vae_jax import likelihoods, model_fns
 
 
-class LinearFns:
-    """A `ModelFns` stand-in: encoder mean x @ p with logvar -1, Bernoulli decoder z @ p.T,
-    standard normal prior."""
+class LinearFns(model_fns.ModelFns):
+    """A one-layer `ModelFns` of plain functions: encoder mean x @ p with logvar -1, Bernoulli
+    decoder z @ p.T, standard normal prior."""
 
-    def encode(self, p, x, y=None):
+    def features(self, p, x, y=None):
         return x @ p, jnp.full_like(x, -1.0)
 
     def decode(self, p, z, y=None):
         return (z @ p.T)[..., None]
-
-    def log_lik(self, x, out):
-        return jax.vmap(D.bernoulli_log_likelihood)(x, out[..., 0])
 
     def kl_per_dim(self, p, mean, logvar):
         return jax.vmap(D.gaussian_kl_per_dim)(mean, logvar)
@@ -77,7 +74,7 @@ def test_vae_loss_terms_are_consistent():
 
     x = jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     keys = jax.random.split(jax.random.key(0), 3)
-    loss, m = O.vae_loss(w, x, None, keys, fns=LinearFns(), beta=2.0)
+    loss, m = O.vae_loss(w, x, None, keys, fns=LinearFns(None, likelihoods.bernoulli(None)), beta=2.0)
     mean = x @ w
     kl = jax.vmap(D.gaussian_kl)(mean, jnp.full_like(mean, -1.0))
     np.testing.assert_allclose(m['kl'], kl.mean(), rtol=1e-6)

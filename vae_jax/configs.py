@@ -11,7 +11,7 @@ import os
 
 import ml_collections
 
-from vae_jax import likelihoods, models, objectives, optim, priors
+from vae_jax import flows, likelihoods, models, objectives, optim, priors
 from vae_jax.errors import UserError
 
 DATASETS = ('mnist', 'fashion_mnist', 'binarized_mnist', 'dsprites', 'toy2d')
@@ -45,7 +45,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.dsprites_source = 'procedural'  # 'tfds': the real dSprites from the TFDS data_dir
 
     c.model = ml_collections.ConfigDict()
-    c.model.encoder = 'mlp'
+    c.model.name = 'vae'           # a name in models.MODELS: 'vae' (one latent layer) or a hierarchy
+    c.model.encoder = 'mlp'        # the networks of 'vae': a name in models.NETWORKS
     c.model.hidden = (500,)        # MLP widths (the decoder mirrors them)
     c.model.conv_channels = (32, 64)
     c.model.kernel = 4
@@ -54,7 +55,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.likelihood = 'bernoulli'  # a name in likelihoods.REGISTRY
     c.model.gaussian_scale = 0.1   # fixed σ of the 'gaussian' likelihood
     c.model.prior = 'standard_normal'  # a name in priors.REGISTRY
-    c.model.prior_components = 10  # K of a mixture prior ('gaussian_mixture')
+    c.model.prior_components = 10  # K of a mixture prior ('gaussian_mixture', 'vampprior')
+    c.model.posterior = 'gaussian'  # a name in flows.REGISTRY: 'gaussian' or a flow ('iaf')
+    c.model.flow_steps = 2         # IAF steps
+    c.model.flow_hidden = 320      # IAF: MADE width, and the encoder's context size
+    c.model.group_latents = (100, 50)  # 'hvae': latents of each stochastic layer, x-side first
+    c.model.group_hidden = (200, 100)  # 'hvae': width of the deterministic layers below each
+    c.model.group_depth = 2        # 'hvae': deterministic layers between stochastic ones
     c.model.conditional = False
 
     # A name in objectives.REGISTRY, and the fields the registered objectives read, with the
@@ -112,6 +119,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _choice(config.model.encoder, 'model.encoder', tuple(models.NETWORKS))
     _choice(config.model.likelihood, 'model.likelihood', tuple(likelihoods.REGISTRY))
     _choice(config.model.prior, 'model.prior', tuple(priors.REGISTRY))
+    _choice(config.model.name, 'model.name', tuple(models.MODELS))
+    _choice(config.model.posterior, 'model.posterior', tuple(flows.REGISTRY))
     _choice(config.optim.name, 'optim.name', tuple(optim.OPTIMIZERS))
     _choice(config.optim.schedule, 'optim.schedule', tuple(optim.SCHEDULES))
     _choice(config.data.binarize, 'data.binarize', ('none', 'dynamic'))
@@ -125,6 +134,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
         (len(config.model.hidden) > 0 and all(h > 0 for h in config.model.hidden), f'model.hidden must be one or more positive widths, got {tuple(config.model.hidden)}'),
         (len(config.model.conv_channels) > 0 and all(h > 0 for h in config.model.conv_channels), f'model.conv_channels must be one or more positive counts, got {tuple(config.model.conv_channels)}'),
         (config.model.kernel > 0 and config.model.dense > 0, 'model.kernel and model.dense must be positive'),
+        (config.model.flow_steps > 0 and config.model.flow_hidden > 0, 'model.flow_steps and model.flow_hidden must be positive'),
+        (len(config.model.group_latents) > 0 and len(config.model.group_latents) == len(config.model.group_hidden) and all(v > 0 for v in (*config.model.group_latents, *config.model.group_hidden)), f'model.group_latents and model.group_hidden must be equally long lists of positive sizes, got {tuple(config.model.group_latents)} and {tuple(config.model.group_hidden)}'),
+        (config.model.group_depth > 0, f'model.group_depth must be positive, got {config.model.group_depth}'),
         (len(config.discriminator.hidden) > 0 and all(h > 0 for h in config.discriminator.hidden), f'discriminator.hidden must be one or more positive widths, got {tuple(config.discriminator.hidden)}'),
         (config.num_image_examples > 0, f'num_image_examples must be positive, got {config.num_image_examples}'),
         (config.eval_examples >= 0 and config.eval_every >= 0, 'eval_examples and eval_every must be >= 0'),

@@ -1,6 +1,7 @@
 """Flax linen encoders and decoders, and the VAE that wires them together.
 
-Encoders map a batch of examples to the posterior parameters `(mean, logvar)`, each [b, z].
+Encoders map a batch of examples to the posterior parameters `(mean, logvar)`, each [b, z],
+and, when built with `context > 0`, a third output [b, context] that a posterior flow reads.
 Decoders map latents [b, z] to the likelihood's parameters [b, *example_shape, k], where k is
 the likelihood's `num_params` (`likelihoods`). `NETWORKS` is the registry of encoder/decoder
 pairs that `config.model.encoder` names.
@@ -19,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from vae_jax import likelihoods, priors
+from vae_jax import flows, likelihoods, priors, registry
 from vae_jax.errors import UserError
 
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
@@ -128,19 +129,28 @@ def _concat(h: jax.Array, c: Optional[jax.Array]) -> jax.Array:
     return h if c is None else jnp.concatenate([h, c], axis=-1)
 
 
+def _posterior_head(h: jax.Array, latents: int, context: int):
+    """Last hidden layer h [b, d] -> (mean, logvar) [b, z] each, plus a flow's context
+    [b, context] (one more Dense of h) when context > 0; inside the calling module."""
+    mean, logvar = jnp.split(nn.Dense(2 * latents)(h), 2, axis=-1)
+    if context <= 0:
+        return mean, logvar
+    return mean, logvar, nn.Dense(context)(h)
+
+
 class MLPEncoder(nn.Module):
     """Flatten -> Dense+ReLU per hidden width -> Dense(2z) split into mean and logvar."""
     hidden: Sequence[int]
     latents: int
     num_classes: int = 0
+    context: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array, y: Optional[jax.Array] = None):
         h = _concat(x.reshape(x.shape[0], -1), _one_hot(y, self.num_classes))
         for width in self.hidden:
             h = nn.relu(nn.Dense(width)(h))
-        mean, logvar = jnp.split(nn.Dense(2 * self.latents)(h), 2, axis=-1)
-        return mean, logvar
+        return _posterior_head(h, self.latents, self.context)
 
 
 class MLPDecoder(nn.Module):
@@ -159,6 +169,48 @@ class MLPDecoder(nn.Module):
         return out.reshape(z.shape[0], *self.output_shape, self.num_params)
 
 
+class GatedDense(nn.Module):
+    """Dense(h) ⊙ sigmoid(Dense'(h)): the gated layer of Tomczak & Welling (2018)."""
+    features: int
+
+    @nn.compact
+    def __call__(self, h: jax.Array) -> jax.Array:
+        return nn.Dense(self.features)(h) * jax.nn.sigmoid(nn.Dense(self.features)(h))
+
+
+class GatedMLPEncoder(nn.Module):
+    """Gated dense layers of widths `hidden` -> mean (Dense) and logvar (Dense clipped to
+    [-6, 2], their hard tanh): the VampPrior paper's MNIST encoder with (300, 300)."""
+    hidden: Sequence[int]
+    latents: int
+    num_classes: int = 0
+    context: int = 0
+
+    @nn.compact
+    def __call__(self, x: jax.Array, y: Optional[jax.Array] = None):
+        h = _concat(x.reshape(x.shape[0], -1), _one_hot(y, self.num_classes))
+        for width in self.hidden:
+            h = GatedDense(width)(h)
+        mean, logvar = nn.Dense(self.latents)(h), jnp.clip(nn.Dense(self.latents)(h), -6.0, 2.0)
+        return (mean, logvar) if self.context <= 0 else (mean, logvar, nn.Dense(self.context)(h))
+
+
+class GatedMLPDecoder(nn.Module):
+    """Gated dense layers of widths `hidden` -> Dense to every output parameter."""
+    hidden: Sequence[int]
+    output_shape: Sequence[int]
+    num_params: int = 1
+    num_classes: int = 0
+
+    @nn.compact
+    def __call__(self, z: jax.Array, y: Optional[jax.Array] = None) -> jax.Array:
+        h = _concat(z, _one_hot(y, self.num_classes))
+        for width in self.hidden:
+            h = GatedDense(width)(h)
+        out = nn.Dense(math.prod(self.output_shape) * self.num_params)(h)
+        return out.reshape(z.shape[0], *self.output_shape, self.num_params)
+
+
 class ConvEncoder(nn.Module):
     """Stride-2 convolutions (+ReLU) -> flatten -> Dense+ReLU -> Dense(2z).
 
@@ -170,6 +222,7 @@ class ConvEncoder(nn.Module):
     latents: int
     kernel: int = 4
     num_classes: int = 0
+    context: int = 0
     convolutional = True  # vmapped over sweep points, its convolutions become grouped ones
 
     @nn.compact
@@ -180,8 +233,7 @@ class ConvEncoder(nn.Module):
                                 conv_general_dilated=strided_conv)(h))
         h = _concat(h.reshape(h.shape[0], -1), _one_hot(y, self.num_classes))
         h = nn.relu(nn.Dense(self.dense)(h))
-        mean, logvar = jnp.split(nn.Dense(2 * self.latents)(h), 2, axis=-1)
-        return mean, logvar
+        return _posterior_head(h, self.latents, self.context)
 
 
 class ConvDecoder(nn.Module):
@@ -215,64 +267,112 @@ class ConvDecoder(nn.Module):
 
 
 class VAE(nn.Module):
-    """An encoder, a decoder and a prior (`priors`); `__call__` runs all three (used only to
-    initialise parameters)."""
+    """One layer of latents: an encoder, a decoder, a prior (`priors`) and an optional
+    posterior flow (`flows`); `__call__` runs them all (used only to initialise parameters).
+    `model_fns.ModelFns` composes these methods into inference and generation."""
     encoder: nn.Module
     decoder: nn.Module
     prior: nn.Module
+    flow: Optional[nn.Module] = None
 
     def encode(self, x: jax.Array, y: Optional[jax.Array] = None):
-        """x: [b, *example_shape], y: [b] int or None -> (mean [b, z], logvar [b, z])."""
+        """x: [b, *example_shape], y: [b] int or None -> (mean [b, z], logvar [b, z]) and,
+        with a flow, its context [b, c]."""
         return self.encoder(x, y)
 
     def decode(self, z: jax.Array, y: Optional[jax.Array] = None) -> jax.Array:
         """z: [b, z], y: [b] int or None -> likelihood parameters [b, *example_shape, k]."""
         return self.decoder(z, y)
 
+    def transform(self, z0: jax.Array, context: jax.Array):
+        """The posterior flow: z0 [b, z], context [b, c] -> (z [b, z], log_det [b])."""
+        return self.flow(z0, context)
+
     def prior_log_prob(self, z: jax.Array) -> jax.Array:
         """z: [b, z] -> log p(z) [b]."""
         return self.prior.log_prob(z)
 
-    def prior_sample(self, key: jax.Array, n: int) -> jax.Array:
-        """n latents [n, z] ~ p(z)."""
-        return self.prior.sample(key, n)
+    def prior_sample(self, key: jax.Array, n: int, temperature: float = 1.0) -> jax.Array:
+        """n latents [n, z] ~ p(z), the noise scaled by `temperature`."""
+        return self.prior.sample(key, n, temperature)
 
     def prior_kl_per_dim(self, mean: jax.Array, logvar: jax.Array):
-        """Analytic KL(q(z|x) || p(z)) per dimension [b, z], or None (see `priors`)."""
+        """Analytic KL(N(mean, e^logvar) || p(z)) per dimension [b, z], or None (`priors`)."""
         return self.prior.kl_per_dim(mean, logvar)
 
     def __call__(self, x: jax.Array, y: Optional[jax.Array] = None) -> jax.Array:
-        mean, _ = self.encode(x, y)
-        self.prior.log_prob(mean)  # creates a learned prior's parameters
-        return self.decode(mean, y)
+        h = self.encode(x, y)
+        z = h[0] if self.flow is None else self.flow(h[0], h[2])[0]
+        self.prior.log_prob(z)  # creates a learned prior's parameters
+        return self.decode(z, y)
 
 
-def mlp(model_config, shape: tuple, num_params: int, num_classes: int):
+def mlp(model_config, shape: tuple, num_params: int, num_classes: int, context: int = 0):
     """(MLPEncoder, MLPDecoder) with widths `model.hidden` (the decoder mirrors them)."""
     c = model_config
-    return (MLPEncoder(tuple(c.hidden), c.latents, num_classes),
+    return (MLPEncoder(tuple(c.hidden), c.latents, num_classes, context),
             MLPDecoder(tuple(reversed(c.hidden)), shape, num_params, num_classes))
 
 
-def conv(model_config, shape: tuple, num_params: int, num_classes: int):
+def gated_mlp(model_config, shape: tuple, num_params: int, num_classes: int, context: int = 0):
+    """(GatedMLPEncoder, GatedMLPDecoder) with widths `model.hidden` (mirrored)."""
+    c = model_config
+    return (GatedMLPEncoder(tuple(c.hidden), c.latents, num_classes, context),
+            GatedMLPDecoder(tuple(reversed(c.hidden)), shape, num_params, num_classes))
+
+
+def conv(model_config, shape: tuple, num_params: int, num_classes: int, context: int = 0):
     """(ConvEncoder, ConvDecoder) with `model.conv_channels`, `kernel` and `dense`."""
     c = model_config
     if len(shape) != 3:
         raise UserError(f'the conv encoder needs images [h, w, c]; this dataset has {shape}')
-    return (ConvEncoder(tuple(c.conv_channels), c.dense, c.latents, c.kernel, num_classes),
+    return (ConvEncoder(tuple(c.conv_channels), c.dense, c.latents, c.kernel, num_classes,
+                        context),
             ConvDecoder(tuple(c.conv_channels), c.dense, shape, num_params, num_classes))
 
 
 # config.model.encoder -> (model_config, example_shape, outputs per pixel, classes to condition
-# on or 0) -> (encoder, decoder). A new network: its modules and one line here.
+# on or 0, context size of a posterior flow or 0) -> (encoder, decoder). A new network: its
+# modules and one line here.
 NETWORKS = {
     'mlp': mlp,
+    'gated_mlp': gated_mlp,
     'conv': conv,
 }
 
 
-def build_model(model_config, example_shape: Sequence[int], num_classes: int) -> VAE:
-    """Builds the VAE a `config.model` describes, for examples of `example_shape`.
+def single_layer(model_config, example_shape: tuple, num_params: int, num_classes: int) -> VAE:
+    """The `VAE` of one latent layer: `model.encoder`'s networks, `model.prior`, and the flow of
+    `model.posterior` (whose context the encoder then also emits)."""
+    c = model_config
+    flow = flows.make(c)
+    encoder, decoder = NETWORKS[c.encoder](c, example_shape, num_params, num_classes,
+                                           0 if flow is None else c.flow_hidden)
+    prior = priors.make(c, example_shape=example_shape, encoder=encoder)
+    return VAE(encoder, decoder, prior, flow)
+
+
+# config.model.name -> a factory (model_config, example_shape, outputs per pixel, classes or 0)
+# -> a linen module: `VAE` above, or a hierarchy with the methods `model_fns.HierarchyFns`
+# calls. Entries may be 'module:factory' strings, imported when used.
+MODELS = {
+    'vae': single_layer,
+    'hvae': 'vae_jax.hierarchies:two_layer',
+}
+
+
+def gaussian_posterior(model_config) -> bool:
+    """Whether q(z|x) is one diagonal Gaussian, known from the config alone."""
+    return model_config.name == 'vae' and flows.make(model_config) is None
+
+
+def analytic_kl(model_config) -> bool:
+    """Whether the ELBO's KL has a closed form per dimension (for free bits), from the config."""
+    return gaussian_posterior(model_config) and priors.make(model_config).analytic_kl
+
+
+def build_model(model_config, example_shape: Sequence[int], num_classes: int) -> nn.Module:
+    """Builds the model a `config.model` describes, for examples of `example_shape`.
 
     `num_classes` is used only when `model_config.conditional` is set.
     """
@@ -281,5 +381,5 @@ def build_model(model_config, example_shape: Sequence[int], num_classes: int) ->
         raise UserError('model.conditional=True needs a labelled dataset')
     cond = num_classes if c.conditional else 0
     k = likelihoods.make(c).num_params
-    encoder, decoder = NETWORKS[c.encoder](c, tuple(example_shape), k, cond)
-    return VAE(encoder, decoder, priors.make(c))
+    factory = registry.lookup(MODELS, c.name, 'model.name')
+    return factory(c, tuple(example_shape), k, cond)

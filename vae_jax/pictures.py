@@ -274,6 +274,6 @@ def training_grids(fns, params, source, config, key: jax.Array) -> dict[str, np.
     recon = fns.decode_mean(params, mean, y)
     rows = source.num_classes if fns.conditional else 8
     labels = jnp.repeat(jnp.arange(rows), 8) if fns.conditional else jnp.zeros(64, int)
-    samples = fns.decode_mean(params, fns.prior_sample(params, key, len(labels)), labels)
+    samples = fns.decode_mean(params, fns.sample_prior(params, key, len(labels)), labels)
     return {'reconstructions': images.side_by_side(np.asarray(x), np.asarray(recon)),
             'samples': images.grid(np.asarray(samples), rows=rows)}

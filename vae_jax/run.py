@@ -74,11 +74,12 @@ class Run:
         return jax.jit(self.fns.decode_mean)
 
     @functools.cached_property
-    def _prior_sample(self):
-        return jax.jit(self.fns.prior_sample, static_argnums=2)
+    def _sample_prior(self):
+        return jax.jit(self.fns.sample_prior, static_argnums=2)
 
     def encode(self, x: jax.Array, y=None) -> tuple[jax.Array, jax.Array]:
-        """x: [b, *example_shape] -> (mean [b, z], logvar [b, z])."""
+        """x: [b, *example_shape] -> (mean [b, Z], logvar [b, Z]): the posterior mean (with a
+        flow or a hierarchy, the latent that zero noise maps to; `ModelFns.encode`)."""
         return self._encode(self.params, jnp.asarray(x), self._labels(y, len(x)))
 
     def decode(self, z: jax.Array, y=None) -> jax.Array:
@@ -90,9 +91,11 @@ class Run:
         mean, _ = self.encode(x, y)
         return self.decode(mean, y)
 
-    def sample(self, key: jax.Array, n: int, y=None) -> jax.Array:
-        """n decoded draws from the prior: [n, *example_shape] (y: one label or [n] labels)."""
-        return self.decode(self._prior_sample(self.params, key, n), y)
+    def sample(self, key: jax.Array, n: int, y=None, temperature: float = 1.0) -> jax.Array:
+        """n decoded draws from the prior: [n, *example_shape] (y: one label or [n] labels),
+        the prior's noise scaled by `temperature` (< 1 trades diversity for quality)."""
+        z = self._sample_prior(self.params, key, n, jnp.float32(temperature))
+        return self.decode(z, y)
 
     def log_likelihood(self, key: jax.Array, x: jax.Array, y=None, k: int = 1000,
                        chunk: Optional[int] = None) -> jax.Array:

@@ -130,7 +130,7 @@ def picture_set(run: Run, test_source, kl_per_dim: np.ndarray, key) -> dict[str,
         x[:8], y[:8] if cond else None)))}
     if cond:
         out['samples'] = pictures.class_picture(key, decode, np.arange(run.num_classes), 10,
-                                                latents=run.config.model.latents)
+                                                latents=run.fns.latents)
     else:
         out['samples'] = images.grid(np.asarray(run.sample(key, 64)), rows=8)
     for method in ('linear', 'slerp'):
@@ -139,7 +139,7 @@ def picture_set(run: Run, test_source, kl_per_dim: np.ndarray, key) -> dict[str,
     base = np.asarray(encode(x[:1], y[:1]))[0]
     out['traversal'] = pictures.traversal_picture(decode, base, kl_per_dim, 11, top=10,
                                                   y=y[:1] if cond else None)
-    if run.config.model.latents == 2 and not cond:
+    if run.fns.latents == 2 and not cond:
         out['manifold'] = pictures.manifold_picture(decode, 20)
     return out
 
@@ -193,7 +193,7 @@ def evaluate_run(workdir: str | Path, *, iwae_samples: Optional[int] = None,
                                             max_examples=limit)
     results['latents'] = latents.posterior_stats(posteriors['mean'], posteriors['logvar'])
     logging.info('active units: %d of %d', results['latents']['active_units'],
-                 config.model.latents)
+                 run.fns.latents)
     if config.model.conditional:
         results['linear_probe'] = {'skipped': 'a conditional VAE encodes x together with its '
                                               'label, so a probe would read the label back'}
@@ -224,7 +224,7 @@ def evaluate_run(workdir: str | Path, *, iwae_samples: Optional[int] = None,
                                          np.asarray(results['latents']['kl_per_dim']),
                                          keys[SAMPLE]).items():
             writer.image(run.step, f'report_{name}', picture)
-        if config.model.latents == 2:
+        if run.fns.latents == 2:
             writer.image(run.step, 'report_latent_scatter', pictures.latent_scatter(
                 posteriors['mean'], posteriors['label'] if train_source.num_classes else None))
     finally:

@@ -27,6 +27,9 @@ REGISTRY = {
     'factor_vae': 'factor_vae',
     'dip_vae': 'dip_vae',
     'cyclical': 'cyclical',
+    'miwae': 'miwae',
+    'ciwae': 'ciwae',
+    'piwae': 'piwae',
 }
 
 

@@ -12,7 +12,8 @@ import jax.numpy as jnp
 
 from vae_jax import distributions as D
 from vae_jax.errors import UserError
-from vae_jax.objectives.core import Objective, elbo_terms, gather, neg_elbo_plus
+from vae_jax.objectives.core import (Objective, elbo_terms, gather, neg_elbo_plus,
+                                     require_gaussian_posterior)
 
 
 def log_density_matrix(z: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:
@@ -57,6 +58,7 @@ def loss(params, x, y, keys, ctx):
 
 def check(config) -> None:
     o = config.objective
+    require_gaussian_posterior(config)
     if o.beta < 0:
         raise UserError(f'objective.beta must be >= 0, got {o.beta}')
 

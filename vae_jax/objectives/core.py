@@ -17,7 +17,9 @@ from typing import Any, Callable, Mapping, Optional
 import jax
 import jax.numpy as jnp
 
-from vae_jax import distributions as D
+from vae_jax import models
+from vae_jax.errors import UserError
+
 
 Metrics = dict[str, jax.Array]
 
@@ -83,6 +85,16 @@ class Objective:
     aux: Optional[Aux] = None
 
 
+def require_gaussian_posterior(config) -> None:
+    """UserError unless q(z|x) is one diagonal Gaussian: for objectives that read its mean and
+    variance (β-TCVAE's estimator, DIP-VAE's covariance) or treat z as one vector (FactorVAE)."""
+    c = config.model
+    if not models.gaussian_posterior(c):
+        raise UserError(f'objective.name={config.objective.name!r} needs a one-layer Gaussian '
+                        f'q(z|x); model.name={c.name!r} with model.posterior={c.posterior!r} '
+                        f'is not one')
+
+
 def pmean(x: jax.Array, axis_name: Optional[str]) -> jax.Array:
     return x if axis_name is None else jax.lax.pmean(x, axis_name)
 
@@ -117,20 +129,15 @@ def elbo_terms(params: Any, x: jax.Array, y: Optional[jax.Array], keys: jax.Arra
       fns: the model's `ModelFns`.
 
     Returns:
-      {'log_lik': [b], 'kl': [b]} in nats; 'kl_per_dim' [b, z] (None when the prior has no
-      analytic KL: 'kl' is then the estimate log q(z|x) - log p(z) at the sample); the
-      posterior 'mean', 'logvar' [b, z] and the sample 'z' [b, z].
+      {'log_lik': [b], 'kl': [b]} in nats, 'kl' summed over latent groups (analytic where the
+      model has a closed form, else log q(z|x) - log p(z) at the sample); 'kl_groups' [b, G];
+      'kl_per_dim' [b, Z] or None; the sample 'z' [b, Z] and the Gaussian it was drawn from,
+      'mean', 'logvar' [b, Z] (see `model_fns.Latents`).
     """
-    mean, logvar = fns.encode(params, x, y)
-    z = jax.vmap(D.reparameterize)(keys, mean, logvar)
-    log_lik = fns.log_lik(x, fns.decode(params, z, y))
-    kl_per_dim = fns.kl_per_dim(params, mean, logvar)
-    if kl_per_dim is None:
-        kl = jax.vmap(D.gaussian_log_prob)(z, mean, logvar) - fns.prior_log_prob(params, z)
-    else:
-        kl = jnp.sum(kl_per_dim, axis=-1)
-    return {'log_lik': log_lik, 'kl': kl, 'kl_per_dim': kl_per_dim,
-            'mean': mean, 'logvar': logvar, 'z': z}
+    out, lat = fns.infer(params, fns.features(params, x, y), y, keys)
+    return {'log_lik': fns.log_lik(x, out), 'kl': jnp.sum(lat.kl, axis=-1),
+            'kl_groups': lat.kl, 'kl_per_dim': lat.kl_per_dim,
+            'mean': lat.mean, 'logvar': lat.logvar, 'z': lat.z}
 
 
 def elbo_metrics(terms: Mapping[str, jax.Array], loss: jax.Array, **extra) -> Metrics:

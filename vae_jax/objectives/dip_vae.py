@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 
 from vae_jax.errors import UserError
-from vae_jax.objectives.core import Objective, elbo_terms, neg_elbo_plus, pmean
+from vae_jax.objectives.core import (Objective, elbo_terms, neg_elbo_plus, pmean,
+                                     require_gaussian_posterior)
 
 
 def dip_covariance(mean: jax.Array, logvar: jax.Array, dip_type: str,
@@ -44,6 +45,7 @@ def loss(params, x, y, keys, ctx):
 
 def check(config) -> None:
     o = config.objective
+    require_gaussian_posterior(config)
     if o.dip_type not in ('i', 'ii'):
         raise UserError(f"unknown objective.dip_type {o.dip_type!r}; choose one of 'i', 'ii'")
     if o.lambda_od < 0 or o.lambda_d < 0:

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vae_jax import priors
+from vae_jax import models
 from vae_jax.errors import UserError
 from vae_jax.objectives.core import Objective, elbo_metrics, elbo_terms, negative_elbo
 
@@ -82,9 +82,11 @@ def check(config) -> None:
         raise UserError(f'objective.free_bits must be >= 0, got {o.free_bits}')
     if o.kl_warmup_steps < 0:
         raise UserError(f'objective.kl_warmup_steps must be >= 0, got {o.kl_warmup_steps}')
-    if o.free_bits > 0 and not priors.make(config.model).analytic_kl:
-        raise UserError(f'objective.free_bits needs a prior with an analytic KL per dimension; '
-                        f'model.prior={config.model.prior!r} has none')
+    if o.free_bits > 0 and not models.analytic_kl(config.model):
+        raise UserError(f'objective.free_bits needs an analytic KL per dimension: a Gaussian '
+                        f'q(z|x) and a prior with one; model.name={config.model.name!r}, '
+                        f'model.posterior={config.model.posterior!r} and '
+                        f'model.prior={config.model.prior!r} have none')
 
 
 OBJECTIVE = Objective(

@@ -16,7 +16,8 @@ import optax
 from flax.training import train_state
 
 from vae_jax.errors import UserError
-from vae_jax.objectives.core import (Aux, Objective, elbo_metrics, elbo_terms, gather)
+from vae_jax.objectives.core import (Aux, Objective, elbo_metrics, elbo_terms, gather,
+                                     require_gaussian_posterior)
 
 
 class Discriminator(nn.Module):
@@ -114,6 +115,7 @@ def update(disc: train_state.TrainState, z: jax.Array, perm_key: jax.Array,
 
 def check(config) -> None:
     o = config.objective
+    require_gaussian_posterior(config)
     if o.gamma < 0:
         raise UserError(f'objective.gamma must be >= 0, got {o.gamma}')
 
