@@ -140,3 +140,34 @@ def test_mixture_prior_trains_with_a_monte_carlo_kl(tiny_toy2d_config, tmp_path)
     c.objective.free_bits = 0.5
     with pytest.raises(UserError, match='free_bits needs an analytic KL per dimension'):
         configs.validate(c)
+
+
+def test_vampprior_is_the_mixture_of_the_encoders_posteriors_at_its_pseudo_inputs():
+    c = base_config()
+    c.model.hidden, c.model.latents = (16,), 3
+    c.model.prior, c.model.prior_components = 'vampprior', 5
+    fns = model_fns.build(c.model, (4, 4, 1), 0)
+    params = fns.module.init(jax.random.key(0), jnp.zeros((2, 4, 4, 1)))['params']
+    assert params['prior']['pseudo_inputs'].shape == (5, 4, 4, 1) and not fns.analytic_kl
+    # The encoder's own posteriors at the (clipped) pseudo-inputs, as the numpy reference.
+    u = np.clip(np.asarray(params['prior']['pseudo_inputs']), 0, 1)
+    means, logvars = (np.asarray(a, np.float64) for a in fns.encode(params, jnp.asarray(u)))
+    z = np.random.default_rng(0).normal(size=(7, 3))
+    ref = np.log(np.mean([stats.multivariate_normal(m, np.diag(np.exp(v))).pdf(z)
+                          for m, v in zip(means, logvars)], axis=0))
+    np.testing.assert_allclose(fns.prior_log_prob(params, jnp.asarray(z, jnp.float32)), ref,
+                               rtol=1e-5)
+    # The prior's gradient reaches the shared encoder and the pseudo-inputs.
+    grads = jax.grad(lambda p: fns.prior_log_prob(p, jnp.asarray(z, jnp.float32)).sum())(params)
+    assert set(grads) == {'encoder', 'decoder', 'prior'}
+    assert float(jnp.abs(grads['encoder']['Dense_0']['kernel']).sum()) > 0
+    assert float(jnp.abs(grads['prior']['pseudo_inputs']).sum()) > 0
+    # Sampling: the mixture's mean and variance by Monte Carlo (n = 40000; 5 standard errors).
+    draws = np.asarray(fns.sample_prior(params, jax.random.key(1), 40_000))
+    mix_mean = means.mean(0)
+    mix_var = (np.exp(logvars) + means**2).mean(0) - mix_mean**2
+    np.testing.assert_allclose(draws.mean(0), mix_mean, atol=5 * np.sqrt(mix_var / 40_000).max())
+    np.testing.assert_allclose(draws.var(0), mix_var, rtol=0.05)
+    c.model.conditional = True
+    with pytest.raises(UserError, match='unconditional encoder'):
+        model_fns.build(c.model, (4, 4, 1), 10)

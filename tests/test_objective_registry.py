@@ -1,7 +1,9 @@
-"""Every registered objective against the same invariants.
+"""Every registered objective, and every prior, posterior and model family, against the same
+invariants.
 
 For each entry of `objectives.REGISTRY` (with its fields set away from their defaults, so that
-each traced hyperparameter matters):
+each traced hyperparameter matters), and for each model case of `MODELS` (trained with the
+objective named there):
 - the loss and the gradients are finite, and the step trains (the loss changes);
 - one step on 4 fake devices equals the step on 1 device for the same global batch;
 - the step is traced once, and another value of a traced hyperparameter reuses it;
@@ -38,7 +40,24 @@ SETTINGS = {
 }
 
 
+# Model families with what they are trained with in these tests: 'model.*' settings plus the
+# objective. Each runs through the same four tests as the objectives.
+MODELS = {
+    'model:gaussian_mixture': {'model.prior': 'gaussian_mixture', 'model.prior_components': 3},
+    'model:vampprior': {'model.prior': 'vampprior', 'model.prior_components': 4},
+    'model:iaf': {'model.posterior': 'iaf', 'model.flow_hidden': 8, 'objective.name': 'iwae',
+                  'objective.num_samples': 2},
+    'model:hvae': {'model.name': 'hvae', 'model.group_latents': (3, 2),
+                   'model.group_hidden': (8, 8), 'model.group_depth': 1,
+                   'objective.name': 'piwae', 'objective.num_samples': 2,
+                   'objective.num_bounds': 2},
+}
+CASES = sorted(objectives.REGISTRY) + sorted(MODELS)
+
+
 def _settings(name):
+    if name in MODELS:
+        return MODELS[name]
     if name in SETTINGS:
         return SETTINGS[name]
     objective = objectives.get(name)
@@ -56,7 +75,7 @@ def _config(name):
     c.batch_size = GLOBAL_BATCH
     c.eval_batch_size = 64
     c.disentanglement.metrics = ()
-    c.objective.name = name
+    c.objective.name = 'elbo' if name in MODELS else name
     c.update_from_flattened_dict(_settings(name))
     configs.validate(c)
     return c
@@ -72,12 +91,12 @@ def _batches(source, num_devices, num_steps):
                                   num_steps=num_steps, local_device_count=num_devices)
 
 
-@pytest.mark.parametrize('name', sorted(objectives.REGISTRY))
+@pytest.mark.parametrize('name', CASES)
 def test_loss_and_gradients_are_finite(source, name):
     config = _config(name)
     fns = model_fns.build(config.model, source.example_shape, source.num_classes)
     state = steps.init_train_state(jax.random.key(0), fns, config, source.example_shape, 4)
-    objective = objectives.get(name)
+    objective = objectives.get(config.objective.name)
     batch = source.get_batch(np.arange(GLOBAL_BATCH))
     keys = example_keys(jax.random.key(1), jnp.arange(GLOBAL_BATCH))
     ctx = Context(fns=fns, settings=steps.settings(config.objective, steps.hyperparams(config)),
@@ -104,7 +123,7 @@ def _train(source, config, num_devices, num_steps, step_fn=steps.train_step, hpa
     return steps.unreplicate(rstate), metrics
 
 
-@pytest.mark.parametrize('name', sorted(objectives.REGISTRY))
+@pytest.mark.parametrize('name', CASES)
 def test_one_step_is_the_same_on_1_and_4_devices(source, name):
     config = _config(name)
     ref_state, ref = _train(source, config, 1, 2)
@@ -118,7 +137,7 @@ def test_one_step_is_the_same_on_1_and_4_devices(source, name):
     assert ref[0]['loss'] != ref[1]['loss']
 
 
-@pytest.mark.parametrize('name', sorted(objectives.REGISTRY))
+@pytest.mark.parametrize('name', CASES)
 def test_traced_once_even_when_a_traced_hyperparameter_changes(source, name):
     config = _config(name)
     traces = []
@@ -133,7 +152,7 @@ def test_traced_once_even_when_a_traced_hyperparameter_changes(source, name):
     assert len(metrics) == 3 and len(traces) == 1
 
 
-@pytest.mark.parametrize('name', sorted(objectives.REGISTRY))
+@pytest.mark.parametrize('name', CASES)
 def test_resumed_run_is_bit_identical(name, tmp_path):
     config = _config(name)
     config.num_steps, config.checkpoint_every, config.log_every = 6, 3, 3
