@@ -86,6 +86,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.schedule = 'constant'
     c.optim.warmup_steps = 0
     c.optim.weight_decay = 0.0
+    c.optim.eps = 1e-8             # Adam's ε
     c.optim.grad_clip = 0.0        # global-norm clipping; 0 = off
 
     # The importance-weighted bound on log p(x) (vae_jax.evaluate.likelihood).

@@ -10,8 +10,8 @@ import optax
 
 # config.optim.name -> (learning-rate schedule, config.optim) -> optax transformation.
 OPTIMIZERS = {
-    'adam': lambda lr, c: optax.adam(lr),
-    'adamw': lambda lr, c: optax.adamw(lr, weight_decay=c.weight_decay),
+    'adam': lambda lr, c: optax.adam(lr, eps=c.eps),
+    'adamw': lambda lr, c: optax.adamw(lr, eps=c.eps, weight_decay=c.weight_decay),
     'sgd': lambda lr, c: optax.sgd(lr, momentum=0.9),
 }
 
@@ -21,7 +21,18 @@ SCHEDULES = {
     'cosine': lambda c, total: optax.cosine_decay_schedule(1.0, max(total, 1)),
     'warmup_cosine': lambda c, total: optax.warmup_cosine_decay_schedule(
         0.0, 1.0, c.warmup_steps, max(total, c.warmup_steps + 1)),
+    'burda': lambda c, total: burda_schedule(total),
 }
+
+
+def burda_schedule(total_steps: int, stages: int = 8) -> optax.Schedule:
+    """Burda et al. (2015, §5): stage i = 0..7 lasts 3^i epochs at 10^(-i/7) times the peak
+    learning rate, 3,280 epochs in all. Here the stages take the same fractions of
+    `total_steps`, so with `num_epochs=3280` it is their schedule exactly."""
+    lengths = [3**i for i in range(stages)]
+    ends = [round(total_steps * sum(lengths[:i + 1]) / sum(lengths)) for i in range(stages)]
+    return optax.piecewise_constant_schedule(
+        1.0, {end: 10 ** (-1 / 7) for end in ends[:-1] if 0 < end < total_steps})
 
 
 def unit_schedule(optim_config, total_steps: int) -> optax.Schedule:
