@@ -6,7 +6,7 @@ the data axis. `active_units` and `kl_per_dim` are pure jnp and jit; `posterior_
 them into plain floats and lists for a results JSON.
 """
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -69,7 +69,10 @@ def posterior_stats(mean, logvar, threshold: float = ACTIVE_THRESHOLD) -> dict[s
         aggregate_var [z]: var_of_means + mean_posterior_var, the variance of the aggregate
           posterior q(z) = E_x q(z|x) by the law of total variance; ~1 where q(z) matches
           the N(0, 1) prior in scale (Hoffman & Johnson 2016, "ELBO surgery");
-        kl_per_dim [z], kl_total: nats per example; kl_total is the sum over dimensions.
+        kl_per_dim [z], kl_total: nats per example; kl_total is the sum over dimensions. These
+          are KL(q(z_i|x) || N(0, 1)) of the Gaussian (mean, logvar), whatever the model's
+          prior: which dimensions carry information. The model's own KL per group is
+          `group_stats`'.
     """
     mean, logvar = jnp.asarray(mean), jnp.asarray(logvar)
     count, var_of_means = active_units(mean, threshold)
@@ -92,6 +95,33 @@ def posterior_stats(mean, logvar, threshold: float = ACTIVE_THRESHOLD) -> dict[s
         'kl_per_dim': to_list(kl),
         'kl_total': float(jnp.sum(kl)),
     }
+
+
+def group_stats(mean, kl_groups: Sequence[float], groups: Sequence[int],
+                threshold: float = ACTIVE_THRESHOLD) -> list[dict[str, Any]]:
+    """Per latent group: its size, its KL term, its share of the total KL and its active units.
+
+    The diagnosis of posterior collapse in a hierarchy: a group with ~0 KL and no active unit
+    carries no information about x.
+
+    Args:
+      mean: [n, Z] posterior means (`ModelFns.encode`), groups concatenated in order.
+      kl_groups: [G] the model's KL term of each group, nats per example (analytic where the
+        model has a closed form, else the Monte-Carlo log q - log p; `evaluate_likelihood`).
+      groups: [G] group sizes.
+
+    Returns:
+      A list of G dicts: latents, kl, kl_fraction, active_units.
+    """
+    total = float(sum(kl_groups))
+    out, start = [], 0
+    for size, kl in zip(groups, kl_groups):
+        count, _ = active_units(jnp.asarray(mean)[:, start:start + size], threshold)
+        out.append({'latents': int(size), 'kl': float(kl),
+                    'kl_fraction': float(kl) / total if total else float('nan'),
+                    'active_units': int(count)})
+        start += size
+    return out
 
 
 def map_source(fn: Callable, source, *, batch_size: int = 500, max_examples: int | None = None):

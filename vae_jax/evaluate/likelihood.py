@@ -19,7 +19,7 @@ from vae_jax import steps
 from vae_jax.data import pipeline
 from vae_jax.keys import example_keys
 from vae_jax.model_fns import ModelFns
-from vae_jax.objectives import iwae_bound
+from vae_jax.objectives import elbo_terms, iwae_bound
 
 
 def retain_freed_memory() -> None:
@@ -45,7 +45,8 @@ def retain_freed_memory() -> None:
 def likelihood_eval_step(params: Any, batch: Mapping[str, jax.Array], eval_key: jax.Array, *,
                          fns: ModelFns, binarize: str, num_samples: int, chunk: int,
                          axis_name: str | None = steps.AXIS) -> Mapping[str, jax.Array]:
-    """`steps.eval_step`'s sums over the real (mask=1) examples plus 'nll': sum of -IWAE bound.
+    """`steps.eval_step`'s sums over the real (mask=1) examples plus 'nll': sum of -IWAE bound,
+    and 'kl_groups' [G]: the sums of each latent group's KL term.
 
     Inputs are prepared as in `steps.eval_step` with the same keys, so 'dynamic' binarization
     draws the same fixed binary test set the ELBO sees.
@@ -54,6 +55,9 @@ def likelihood_eval_step(params: Any, batch: Mapping[str, jax.Array], eval_key: 
                                 axis_name=None))
     keys = example_keys(eval_key, batch['index'])
     x, y = steps.prepare_inputs(batch, keys, binarize)
+    # The same terms eval_step computed (same keys): XLA computes them once.
+    kl_groups = elbo_terms(params, x, y, keys, fns)['kl_groups']
+    sums['kl_groups'] = jnp.sum(kl_groups * batch['mask'][:, None], axis=0)
     bound = iwae_bound(params, x, y, keys, fns=fns, num_samples=num_samples, chunk=chunk)
     sums['nll'] = jnp.sum(-bound * batch['mask'])
     if axis_name is not None:
@@ -80,7 +84,8 @@ def evaluate_likelihood(params: Any, fns: ModelFns, source, config, key: jax.Arr
     Calls `retain_freed_memory` (process-wide malloc settings) first.
 
     Returns:
-      {'nll', 'neg_elbo', 'recon', 'kl'}: nats per example; 'count': examples evaluated.
+      {'nll', 'neg_elbo', 'recon', 'kl'}: nats per example; 'kl_groups': the KL of each latent
+      group, nats per example (a list summing to 'kl'); 'count': examples evaluated.
     """
     retain_freed_memory()
     devices = list(devices or jax.local_devices())
@@ -104,4 +109,6 @@ def evaluate_likelihood(params: Any, fns: ModelFns, source, config, key: jax.Arr
         if progress is not None:
             progress(done, total)
     count = totals.pop('count')
-    return dict({k: float(v / count) for k, v in totals.items()}, count=int(count))
+    kl_groups = [float(v / count) for v in totals.pop('kl_groups')]
+    return dict({k: float(v / count) for k, v in totals.items()}, kl_groups=kl_groups,
+                count=int(count))

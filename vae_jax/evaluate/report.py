@@ -116,8 +116,12 @@ def anomaly_results(run: Run, test_source, key, max_examples) -> dict[str, Any]:
     return out
 
 
+TEMPERATURES = (1.0, 0.85, 0.7, 0.5, 0.3)  # rows of the report's samples_by_temperature
+
+
 def picture_set(run: Run, test_source, kl_per_dim: np.ndarray, key) -> dict[str, np.ndarray]:
-    """Reconstructions, samples, interpolations, traversals (and 2-D / CVAE pictures)."""
+    """Reconstructions, samples (also at the `TEMPERATURES`), interpolations, traversals (and
+    2-D / CVAE pictures)."""
     if len(run.example_shape) != 3:
         return {}
     cond = run.config.model.conditional
@@ -133,6 +137,10 @@ def picture_set(run: Run, test_source, kl_per_dim: np.ndarray, key) -> dict[str,
                                                 latents=run.fns.latents)
     else:
         out['samples'] = images.grid(np.asarray(run.sample(key, 64)), rows=8)
+        # One row of 10 per temperature, the same noise scaled: what t < 1 trades away.
+        out['samples_by_temperature'] = images.grid(np.concatenate(
+            [np.asarray(run.sample(key, 10, temperature=t)) for t in TEMPERATURES]),
+            rows=len(TEMPERATURES))
     for method in ('linear', 'slerp'):
         out[f'interpolation_{method}'] = pictures.interpolation_picture(
             decode, encode, x[:8], x[8:], 10, y=y[:8] if cond else None, method=method)
@@ -192,8 +200,14 @@ def evaluate_run(workdir: str | Path, *, iwae_samples: Optional[int] = None,
                                             batch_size=config.eval_batch_size,
                                             max_examples=limit)
     results['latents'] = latents.posterior_stats(posteriors['mean'], posteriors['logvar'])
+    results['latents']['groups'] = latents.group_stats(
+        posteriors['mean'], results['likelihood']['kl_groups'], run.fns.groups)
     logging.info('active units: %d of %d', results['latents']['active_units'],
                  run.fns.latents)
+    for g, group in enumerate(results['latents']['groups']):
+        logging.info('latent group %d: %d latents, KL %.3f nats (%.1f%%), %d active', g,
+                     group['latents'], group['kl'], 100 * group['kl_fraction'],
+                     group['active_units'])
     if config.model.conditional:
         results['linear_probe'] = {'skipped': 'a conditional VAE encodes x together with its '
                                               'label, so a probe would read the label back'}
