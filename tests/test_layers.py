@@ -15,7 +15,7 @@ LAYERS = [
     ('errors', 'registry', 'distributions', 'keys', 'distributed', 'workdir', 'results', 'images',
      'preemption', 'metric_writer', 'checkpoints', 'data', 'latent_sample'),
     ('likelihoods', 'priors', 'flows', 'optim'),
-    ('models', 'hierarchies'),
+    ('models', 'hierarchies', 'vdvae'),
     ('model_fns',),
     ('objectives',),
     ('configs', 'steps'),

@@ -62,6 +62,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.group_latents = (100, 50)  # 'hvae': latents of each stochastic layer, x-side first
     c.model.group_hidden = (200, 100)  # 'hvae': width of the deterministic layers below each
     c.model.group_depth = 2        # 'hvae': deterministic layers between stochastic ones
+    c.model.vdvae_width = 32       # 'vdvae': channels of the residual state
+    c.model.vdvae_middle = 8       # 'vdvae': bottleneck channels inside a residual block
+    c.model.vdvae_zdim = 8         # 'vdvae': latent channels per group
+    c.model.vdvae_blocks = 1       # 'vdvae': bottom-up residual blocks per resolution
+    c.model.vdvae_groups = 2       # 'vdvae': latent groups per resolution
+    c.model.vdvae_min_res = 4      # 'vdvae': the coarsest resolution
+    c.model.vdvae_max_latent_res = 16  # 'vdvae': no latents at finer resolutions
     c.model.conditional = False
 
     # A name in objectives.REGISTRY, and the fields the registered objectives read, with the
@@ -87,6 +94,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.warmup_steps = 0
     c.optim.weight_decay = 0.0
     c.optim.eps = 1e-8             # Adam's ε
+    c.optim.skip_threshold = 0.0   # skip steps whose gradient norm is above this; 0 = off
+    c.optim.skip_max_consecutive = 10  # ... but never more than this many in a row
+    c.optim.ema_decay = 0.0        # > 0: evaluate and sample with an EMA of the parameters
     c.optim.grad_clip = 0.0        # global-norm clipping; 0 = off
 
     # The importance-weighted bound on log p(x) (vae_jax.evaluate.likelihood).
@@ -137,6 +147,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
         (config.model.kernel > 0 and config.model.dense > 0, 'model.kernel and model.dense must be positive'),
         (config.model.flow_steps > 0 and config.model.flow_hidden > 0, 'model.flow_steps and model.flow_hidden must be positive'),
         (len(config.model.group_latents) > 0 and len(config.model.group_latents) == len(config.model.group_hidden) and all(v > 0 for v in (*config.model.group_latents, *config.model.group_hidden)), f'model.group_latents and model.group_hidden must be equally long lists of positive sizes, got {tuple(config.model.group_latents)} and {tuple(config.model.group_hidden)}'),
+        (config.optim.skip_threshold >= 0 and config.optim.skip_max_consecutive >= 0, 'optim.skip_threshold and optim.skip_max_consecutive must be >= 0'),
+        (0 <= config.optim.ema_decay < 1, f'optim.ema_decay must be in [0, 1), got {config.optim.ema_decay}'),
+        (all(config.model[f] > 0 for f in ('vdvae_width', 'vdvae_middle', 'vdvae_zdim', 'vdvae_blocks', 'vdvae_groups', 'vdvae_min_res', 'vdvae_max_latent_res')), 'model.vdvae_* sizes must be positive'),
         (config.model.group_depth > 0, f'model.group_depth must be positive, got {config.model.group_depth}'),
         (len(config.discriminator.hidden) > 0 and all(h > 0 for h in config.discriminator.hidden), f'discriminator.hidden must be one or more positive widths, got {tuple(config.discriminator.hidden)}'),
         (config.num_image_examples > 0, f'num_image_examples must be positive, got {config.num_image_examples}'),

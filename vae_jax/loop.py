@@ -153,7 +153,7 @@ class Loop:
     def evaluate(self, step: int, rstate: TrainState) -> None:
         lines = []
         for name in self.sources[0][1]:  # 'eval', and 'eval_heldout' with data.holdout_class
-            results = evaluate(self.p_eval, rstate.params, self.points,
+            results = evaluate(self.p_eval, rstate.eval_params, self.points,
                                [s[1][name] for s in self.sources], self.eval_key, self.devices)
             for p in self.live():
                 self.writers[p].scalars(step, name, results[p])
@@ -163,7 +163,7 @@ class Loop:
         states = self.points.split(unreplicate(rstate))
         for p in self.live():
             for name, grid in pictures.training_grids(
-                    self.fns, states[p].params, self.sources[p][1]['eval'],
+                    self.fns, states[p].eval_params, self.sources[p][1]['eval'],
                     self.points.configs[p], self.keys['sample'][p]).items():
                 self.writers[p].image(step, name, grid)
             self.writers[p].flush()

@@ -358,6 +358,7 @@ def single_layer(model_config, example_shape: tuple, num_params: int, num_classe
 MODELS = {
     'vae': single_layer,
     'hvae': 'vae_jax.hierarchies:two_layer',
+    'vdvae': 'vae_jax.vdvae:build',
 }
 
 

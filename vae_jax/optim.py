@@ -4,6 +4,8 @@
 pick from.
 """
 
+from typing import Any, NamedTuple, Optional
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -55,8 +57,87 @@ def make_optimizer(optim_config, total_steps: int) -> optax.GradientTransformati
         opt = OPTIMIZERS[c.name](lambda count: learning_rate * unit(count), c)
         if c.grad_clip > 0:
             opt = optax.chain(optax.clip_by_global_norm(c.grad_clip), opt)
+        if c.skip_threshold > 0:
+            opt = skip_large_updates(opt, c.skip_threshold, c.skip_max_consecutive)
+        if c.ema_decay > 0:
+            opt = optax.chain(opt, params_ema(c.ema_decay))
         return opt
     return optax.inject_hyperparams(build)(learning_rate=c.learning_rate)
+
+
+class SkipState(NamedTuple):
+    inner: Any
+    consecutive: jax.Array  # [] int32: updates skipped since the last one applied
+    skipped: jax.Array      # [] int32: updates skipped in the whole run
+
+
+def skip_large_updates(inner: optax.GradientTransformation, threshold: float,
+                       max_consecutive: int) -> optax.GradientTransformation:
+    """`inner`, except that a step whose gradient norm exceeds `threshold` is skipped: no
+    update, and `inner`'s state (moments, step count) left as it was (VDVAE's
+    `skip_threshold`).
+
+    It cannot skip forever: after `max_consecutive` skips in a row, the next large gradient is
+    applied, rescaled to norm `threshold`. A non-finite gradient is always skipped (it cannot be
+    applied); a run whose loss is non-finite is stopped by the training loop's NaN check.
+    """
+    def init(params):
+        zero = jnp.zeros([], jnp.int32)
+        return SkipState(inner.init(params), zero, zero)
+
+    def update(grads, state, params=None):
+        norm = optax.global_norm(grads)
+        finite = jnp.isfinite(norm)
+        large = norm > threshold
+        skip = ~finite | (large & (state.consecutive < max_consecutive))
+        scale = jnp.where(large & finite, threshold / jnp.where(finite, norm, 1.0), 1.0)
+        updates, inner_state = inner.update(jax.tree.map(lambda g: g * scale, grads),
+                                            state.inner, params)
+        updates = jax.tree.map(lambda u: jnp.where(skip, jnp.zeros_like(u), u), updates)
+        inner_state = jax.tree.map(lambda new, old: jnp.where(skip, old, new), inner_state,
+                                   state.inner)
+        skip = skip.astype(jnp.int32)
+        return updates, SkipState(inner_state, (state.consecutive + 1) * skip,
+                                  state.skipped + skip)
+
+    return optax.GradientTransformation(init, update)
+
+
+class EmaState(NamedTuple):
+    params: Any  # the moving average of the parameters, same tree
+
+
+def params_ema(decay: float) -> optax.GradientTransformation:
+    """Keeps ema <- decay * ema + (1 - decay) * (params + updates): the average of the
+    parameters *after* each step. Last in a chain, it passes the updates through unchanged."""
+    def init(params):
+        return EmaState(jax.tree.map(jnp.asarray, params))
+
+    def update(updates, state, params):
+        ema = jax.tree.map(lambda e, p, u: decay * e + (1 - decay) * (p + u),
+                           state.params, params, updates)
+        return updates, EmaState(ema)
+
+    return optax.GradientTransformation(init, update)
+
+
+def _find(opt_state, cls) -> Optional[Any]:
+    found = [s for s in jax.tree.leaves(opt_state, is_leaf=lambda s: isinstance(s, cls))
+             if isinstance(s, cls)]
+    return found[0] if found else None
+
+
+def eval_params(params, opt_state):
+    """The parameters to evaluate and sample with: the moving average when the optimizer keeps
+    one (`optim.ema_decay > 0`), else `params`."""
+    ema = _find(opt_state, EmaState)
+    return params if ema is None else ema.params
+
+
+def skipped_updates(opt_state) -> Optional[jax.Array]:
+    """How many updates `skip_large_updates` has skipped so far, or None without it."""
+    state = _find(opt_state, SkipState)
+    return None if state is None else state.skipped
 
 
 def set_learning_rate(opt_state, learning_rate: jax.Array):

@@ -35,7 +35,8 @@ class Run:
       workdir: the run's directory.
       config: its config (from config.json).
       fns: the model's functions (`model_fns.ModelFns`); `params` its parameters at
-        checkpoint `step`, `model` its Flax module.
+        checkpoint `step` (their moving average with `optim.ema_decay`), `model` its Flax
+        module.
       state: the full TrainState (with the optimizer state) of that checkpoint.
       example_shape, num_classes: of the data it was trained on.
     """
@@ -52,7 +53,9 @@ class Run:
 
     @property
     def params(self) -> Any:
-        return self.state.params
+        """The parameters evaluation and sampling use: their moving average when the run kept
+        one (`optim.ema_decay`), else the trained parameters (`state.params`)."""
+        return self.state.eval_params
 
     @property
     def step(self) -> int:

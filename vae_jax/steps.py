@@ -22,7 +22,7 @@ from vae_jax import keys as keys_lib, objectives
 from vae_jax.distributed import pmap_devices
 from vae_jax.model_fns import ModelFns
 from vae_jax.objectives.core import Context
-from vae_jax.optim import make_optimizer, set_learning_rate
+from vae_jax.optim import eval_params, make_optimizer, set_learning_rate, skipped_updates
 
 AXIS = 'batch'
 LEARNING_RATE = 'optim.learning_rate'
@@ -31,6 +31,12 @@ LEARNING_RATE = 'optim.learning_rate'
 class TrainState(train_state.TrainState):
     """flax's TrainState plus the objective's auxiliary model (`Objective.aux`), else None."""
     aux: Optional[train_state.TrainState] = None
+
+    @property
+    def eval_params(self) -> Any:
+        """What evaluation and sampling use: the parameters' moving average when the optimizer
+        keeps one (`optim.ema_decay`), else the parameters."""
+        return eval_params(self.params, self.opt_state)
 
     def as_saved(self, fields: set) -> train_state.TrainState:
         """This state in the form of a checkpoint whose top-level fields are `fields`: a
@@ -144,7 +150,11 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], train_key: jax
         metrics = jax.lax.pmean(metrics, axis_name)
     metrics = dict(metrics, grad_norm=optax.global_norm(grads))
     state = state.replace(opt_state=set_learning_rate(state.opt_state, hparams[LEARNING_RATE]))
-    return state.apply_gradients(grads=grads), metrics
+    state = state.apply_gradients(grads=grads)
+    skipped = skipped_updates(state.opt_state)
+    if skipped is not None:
+        metrics['skipped_updates'] = skipped.astype(jnp.float32)
+    return state, metrics
 
 
 def eval_step(params: Any, batch: Mapping[str, jax.Array], eval_key: jax.Array, *,

@@ -141,7 +141,7 @@ def train_points(configs, workdirs, devices=None, *, vmapped: bool = True,
                 # writes: no process idles at JAX's shutdown barrier while process 0 works.
                 from vae_jax.evaluate import factor_report  # scikit-learn: only when needed
                 if not factor_report.has_results(paths[p], total):
-                    factor_report.evaluate_and_write(fns, points.split(state)[p].params, c,
+                    factor_report.evaluate_and_write(fns, points.split(state)[p].eval_params, c,
                                                      train_p, evals['eval'], paths[p], total,
                                                      writers[p])
     return points.split(state), loop.errors

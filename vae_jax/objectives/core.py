@@ -141,10 +141,15 @@ def elbo_terms(params: Any, x: jax.Array, y: Optional[jax.Array], keys: jax.Arra
 
 
 def elbo_metrics(terms: Mapping[str, jax.Array], loss: jax.Array, **extra) -> Metrics:
-    """Batch means of 'neg_elbo', 'recon' (-log p(x|z)) and 'kl' from `elbo_terms`, the
-    training 'loss', and any `extra` scalars."""
-    return dict({'loss': loss, 'neg_elbo': jnp.mean(-terms['log_lik'] + terms['kl']),
-                 'recon': jnp.mean(-terms['log_lik']), 'kl': jnp.mean(terms['kl'])}, **extra)
+    """Batch means of 'neg_elbo', 'recon' (-log p(x|z)) and 'kl' from `elbo_terms` (and, for a
+    model with several latent groups, 'kl_group_<g>' of each), the training 'loss', and any
+    `extra` scalars."""
+    metrics = {'loss': loss, 'neg_elbo': jnp.mean(-terms['log_lik'] + terms['kl']),
+               'recon': jnp.mean(-terms['log_lik']), 'kl': jnp.mean(terms['kl'])}
+    groups = terms.get('kl_groups')
+    if groups is not None and groups.shape[-1] > 1:  # a hierarchy: each group's KL too
+        metrics.update({f'kl_group_{g}': jnp.mean(groups[:, g]) for g in range(groups.shape[-1])})
+    return dict(metrics, **extra)
 
 
 def neg_elbo_plus(terms: Mapping[str, jax.Array], penalty: jax.Array, **extra):
