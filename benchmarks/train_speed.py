@@ -1,7 +1,12 @@
-"""Training throughput of the two experiment models, JAX (the real pmapped step) vs PyTorch.
+"""Training throughput of the experiment models, JAX (the real pmapped step) vs PyTorch.
 
-    python benchmarks/train_speed.py                       # 5 rounds, ~2 s per timed block
+    python benchmarks/train_speed.py                       # mlp, conv: 5 rounds, ~2 s blocks
     python benchmarks/train_speed.py --quick --models mlp  # 3 rounds, ~0.5 s per block
+    python benchmarks/train_speed.py --models hvae,vampprior,iaf,vdvae   # the richer models
+
+The richer models (experiments/hvae.py at the paper's batch 20, vampprior.py, iaf.py,
+vdvae.py) tell what a long run of each costs; `hvae` and `vampprior` have PyTorch references of
+the same network and loss, `iaf` and `vdvae` are timed in JAX only (no ratio).
 
 Needs PyTorch (an optional benchmark extra, never a runtime dependency of vae_jax):
 `pip install torch` (CPU wheel). Takes about 1.5 minutes on an idle 2-core CPU (40 s with
@@ -42,10 +47,15 @@ try:
 except ImportError:  # Only this benchmark needs it.
     sys.exit('benchmarks/train_speed.py needs PyTorch: pip install torch (the CPU wheel)')
 
-# Model name -> (experiment config, example shape, target for JAX/PyTorch steps/s).
+# Model name -> (experiment config, example shape, target for JAX/PyTorch steps/s, or None
+# when there is no PyTorch reference).
 MODELS = {
     'mlp': ('vae.py', (28, 28, 1), 1.5),
     'conv': ('beta_vae.py', (64, 64, 1), 1.2),
+    'hvae': ('hvae.py', (28, 28, 1), 1.0),
+    'vampprior': ('vampprior.py', (28, 28, 1), 1.0),
+    'iaf': ('iaf.py', (28, 28, 1), None),
+    'vdvae': ('vdvae.py', (28, 28, 1), None),
 }
 NUM_BATCHES = 4  # distinct batches kept on device and cycled through
 
@@ -116,10 +126,78 @@ class TorchConv(nn.Module):
             up(32, 32), nn.ReLU(), up(32, 1))
 
 
+def _gaussian_log_prob(z, mean, logvar):
+    return -0.5 * (((z - mean) ** 2) * torch.exp(-logvar) + logvar + np.log(2 * np.pi)).sum(-1)
+
+
+def _bernoulli_log_lik(x, logits):
+    return -nn.functional.binary_cross_entropy_with_logits(
+        logits, x, reduction='none').flatten(1).sum(1)
+
+
+class TorchHVAE(nn.Module):
+    """Burda et al.'s two stochastic layers, as vae_jax.hierarchies.HVAE: tanh MLPs."""
+
+    def __init__(self):
+        super().__init__()
+        mlp = lambda i, w, o: nn.Sequential(nn.Linear(i, w), nn.Tanh(), nn.Linear(w, w),
+                                            nn.Tanh(), nn.Linear(w, o))
+        self.q0, self.q1 = mlp(784, 200, 200), mlp(100, 100, 100)
+        self.p0, self.dec = mlp(50, 100, 200), mlp(100, 200, 784)
+
+    def loss(self, x):
+        x = x.flatten(1)
+        m1, v1 = self.q0(x).chunk(2, -1)
+        h1 = m1 + torch.exp(0.5 * v1) * torch.randn_like(m1)
+        m2, v2 = self.q1(h1).chunk(2, -1)
+        h2 = m2 + torch.exp(0.5 * v2) * torch.randn_like(m2)
+        pm, pv = self.p0(h2).chunk(2, -1)
+        log_w = (_bernoulli_log_lik(x, self.dec(h1)) + _gaussian_log_prob(h1, pm, pv)
+                 + _gaussian_log_prob(h2, torch.zeros_like(h2), torch.zeros_like(h2))
+                 - _gaussian_log_prob(h1, m1, v1) - _gaussian_log_prob(h2, m2, v2))
+        return -log_w.mean()
+
+
+class Gated(nn.Module):
+    def __init__(self, i, o):
+        super().__init__()
+        self.h, self.g = nn.Linear(i, o), nn.Linear(i, o)
+
+    def forward(self, x):
+        return self.h(x) * torch.sigmoid(self.g(x))
+
+
+class TorchVampPrior(nn.Module):
+    """Gated 300-300 encoder/decoder, 40 latents, K = 500 pseudo-inputs (the vampprior.py
+    model), with the warm-up's β at 1."""
+
+    def __init__(self, k=500, latents=40):
+        super().__init__()
+        self.enc = nn.Sequential(Gated(784, 300), Gated(300, 300))
+        self.mean, self.logvar = nn.Linear(300, latents), nn.Linear(300, latents)
+        self.dec = nn.Sequential(Gated(latents, 300), Gated(300, 300), nn.Linear(300, 784))
+        self.u = nn.Parameter(0.05 + 0.01 * torch.randn(k, 784))
+
+    def encode(self, x):
+        h = self.enc(x)
+        return self.mean(h), torch.clamp(self.logvar(h), -6.0, 2.0)
+
+    def loss(self, x):
+        x = x.flatten(1)
+        mean, logvar = self.encode(x)
+        z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+        pm, pv = self.encode(torch.clamp(self.u, 0.0, 1.0))  # [K, z]
+        log_p = torch.logsumexp(_gaussian_log_prob(z[:, None], pm[None], pv[None]), 1)
+        log_p = log_p - np.log(len(pm))
+        kl = _gaussian_log_prob(z, mean, logvar) - log_p
+        return (-_bernoulli_log_lik(x, self.dec(z)) + kl).mean()
+
+
 class TorchRunner:
     def __init__(self, config, name, batches):
         torch.manual_seed(0)
-        self.model = TorchMLP() if name == 'mlp' else TorchConv(config.model.latents)
+        self.model = {'mlp': TorchMLP, 'conv': lambda: TorchConv(config.model.latents),
+                      'hvae': TorchHVAE, 'vampprior': TorchVampPrior}[name]()
         self.opt = torch.optim.Adam(self.model.parameters(), lr=config.optim.learning_rate)
         self.beta = config.objective.beta
         # NCHW (PyTorch's layout) for the conv net; the MLP flattens either way.
@@ -127,12 +205,14 @@ class TorchRunner:
                         for b in batches]
 
     def train_step(self, x):
-        mean, logvar = self.model.encoder(x).chunk(2, dim=-1)
-        z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
-        logits = self.model.decoder(z).reshape(x.shape)
-        recon = nn.functional.binary_cross_entropy_with_logits(logits, x, reduction='none')
-        kl = 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar)
-        loss = (recon.flatten(1).sum(1) + self.beta * kl.sum(1)).mean()
+        if hasattr(self.model, 'loss'):
+            loss = self.model.loss(x)
+        else:
+            mean, logvar = self.model.encoder(x).chunk(2, dim=-1)
+            z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+            logits = self.model.decoder(z).reshape(x.shape)
+            kl = 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar)
+            loss = (-_bernoulli_log_lik(x, logits) + self.beta * kl.sum(1)).mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -149,8 +229,9 @@ def benchmark(name, rounds, block_s):
     filename, shape, _ = MODELS[name]
     config = load_config(filename)
     batches = host_batches(config.batch_size, shape)
-    runners = {'jax': JaxRunner(config, shape, batches),
-               'torch': TorchRunner(config, name, batches)}
+    runners = {'jax': JaxRunner(config, shape, batches)}
+    if MODELS[name][2] is not None:
+        runners['torch'] = TorchRunner(config, name, batches)
     steps = {}
     for fw, runner in runners.items():
         t0 = time.perf_counter()
@@ -192,20 +273,25 @@ def main():
     for name in names:
         rates, load, batch = benchmark(name, rounds, block_s)
         med = {fw: statistics.median(r) for fw, r in rates.items()}
-        rows.append((name, batch, rates, load, med['jax'] / med['torch'], MODELS[name][2]))
+        ratio = med['jax'] / med['torch'] if 'torch' in med else None
+        rows.append((name, batch, rates, load, ratio, MODELS[name][2]))
         loads += [x for v in load.values() for x in v]
 
     print('\n| model | batch | framework | steps/s (median) | min-max | images/s | other CPU '
           '| JAX/torch | target | met |')
     print('|---|---|---|---|---|---|---|---|---|---|')
     for name, batch, rates, load, ratio, target in rows:
-        for fw in ('jax', 'torch'):
+        for fw in rates:
             med = statistics.median(rates[fw])
             other = f'{statistics.median(load[fw]):.2f}' if load[fw] else 'n/a'
             # OpenMP (torch) slows far more than XLA on a shared core: a busy block skews the ratio.
-            noisy = ' (noisy)' if load_warning(load['jax'] + load['torch']) else ''
-            last = (f'{ratio:.2f}× | ≥ {target}× | {"yes" if ratio >= target else "NO"}{noisy}'
-                    if fw == 'jax' else ' | | ')
+            noisy = ' (noisy)' if load_warning(sum(load.values(), [])) else ''
+            if fw != 'jax':
+                last = ' | | '
+            elif ratio is None:
+                last = f'— | — | no PyTorch reference{noisy}'
+            else:
+                last = f'{ratio:.2f}× | ≥ {target}× | {"yes" if ratio >= target else "NO"}{noisy}'
             print(f'| {name} | {batch} | {fw} | {med:.1f} | {min(rates[fw]):.1f}-'
                   f'{max(rates[fw]):.1f} | {med * batch:.0f} | {other} | {last} |')
     print('\n"other CPU": median cores used by other processes during the timed blocks.')

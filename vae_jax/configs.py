@@ -69,6 +69,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.vdvae_groups = 2       # 'vdvae': latent groups per resolution
     c.model.vdvae_min_res = 4      # 'vdvae': the coarsest resolution
     c.model.vdvae_max_latent_res = 16  # 'vdvae': no latents at finer resolutions
+    c.model.vdvae_stem = 1         # 'vdvae': space-to-depth factor before the hierarchy
     c.model.conditional = False
 
     # A name in objectives.REGISTRY, and the fields the registered objectives read, with the
@@ -149,7 +150,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         (len(config.model.group_latents) > 0 and len(config.model.group_latents) == len(config.model.group_hidden) and all(v > 0 for v in (*config.model.group_latents, *config.model.group_hidden)), f'model.group_latents and model.group_hidden must be equally long lists of positive sizes, got {tuple(config.model.group_latents)} and {tuple(config.model.group_hidden)}'),
         (config.optim.skip_threshold >= 0 and config.optim.skip_max_consecutive >= 0, 'optim.skip_threshold and optim.skip_max_consecutive must be >= 0'),
         (0 <= config.optim.ema_decay < 1, f'optim.ema_decay must be in [0, 1), got {config.optim.ema_decay}'),
-        (all(config.model[f] > 0 for f in ('vdvae_width', 'vdvae_middle', 'vdvae_zdim', 'vdvae_blocks', 'vdvae_groups', 'vdvae_min_res', 'vdvae_max_latent_res')), 'model.vdvae_* sizes must be positive'),
+        (all(config.model[f] > 0 for f in ('vdvae_width', 'vdvae_middle', 'vdvae_zdim', 'vdvae_blocks', 'vdvae_groups', 'vdvae_min_res', 'vdvae_max_latent_res', 'vdvae_stem')), 'model.vdvae_* sizes must be positive'),
         (config.model.group_depth > 0, f'model.group_depth must be positive, got {config.model.group_depth}'),
         (len(config.discriminator.hidden) > 0 and all(h > 0 for h in config.discriminator.hidden), f'discriminator.hidden must be one or more positive widths, got {tuple(config.discriminator.hidden)}'),
         (config.num_image_examples > 0, f'num_image_examples must be positive, got {config.num_image_examples}'),
