@@ -82,8 +82,10 @@ def run_row(name, root: Path, steps: int, k: int, examples: int) -> dict:
     results = _results(workdir)
     lik = results['likelihood']
     label = spec + ''.join(' ' + e.removeprefix('--config.') for e in EXTRA.get(name, [])[:2])
+    run_config = json.loads((workdir / 'config.json').read_text())
     return {'row': name, 'config': label, 'steps': results['step'], 'nll': lik['nll'],
-            'neg_elbo': lik['neg_elbo'], 'kl': lik['kl'], 'examples': lik['count'], 'k': k,
+            'neg_elbo': lik['neg_elbo'], 'kl': lik['kl'], 'examples': lik['count'],
+            'k': run_config['eval']['iwae_samples'],
             'active_units': results['latents']['active_units'],
             'latents': results['latents']['latents'], 'published': published,
             'seconds_this_call': round(time.time() - start),
@@ -100,11 +102,12 @@ def _timings(log: Path):
 
 
 def table(rows) -> str:
-    lines = [f"| model | config | steps | test NLL (k={rows[0]['k']}) | test -ELBO | KL | "
-             f"active units | train + eval s | published (full protocol) |",
-             '|---|---|---|---|---|---|---|---|---|']
+    lines = ["| model | config | steps | test images | test NLL (IWAE bound) | test -ELBO | KL | "
+             "active units | train + eval s | published (full protocol) |",
+             '|---|---|---|---|---|---|---|---|---|---|']
     for r in rows:
-        lines.append(f"| {r['row']} | `{r['config']}` | {r['steps']} | {r['nll']:.2f} | "
+        lines.append(f"| {r['row']} | `{r['config']}` | {r['steps']} | {r['examples']} | "
+                     f"{r['nll']:.2f} (k={r['k']}) | "
                      f"{r['neg_elbo']:.2f} | {r['kl']:.2f} | {r['active_units']} of "
                      f"{r['latents']} | {r['train_and_eval_seconds']} | "
                      f"{r['published'] or '—'} |")

@@ -1,10 +1,11 @@
 """The richer models end to end on real MNIST: each trains, and its `--mode=eval` report has a
 finite test NLL below its -ELBO, the KL of every latent group, and samples by temperature."""
 
+import jax
 import numpy as np
 import pytest
 
-from vae_jax import train
+from vae_jax import load_run, train
 from vae_jax.evaluate.report import evaluate_run
 
 FAMILIES = {
@@ -19,9 +20,10 @@ FAMILIES = {
 @pytest.mark.parametrize('family', sorted(FAMILIES))
 def test_family_trains_and_evaluates(family, tiny_mnist_config, tfds_dir, tmp_path):
     config = tiny_mnist_config(tfds_dir, **FAMILIES[family])
-    config.num_steps, config.eval_every = 40, 0
+    config.num_steps, config.eval_every = 30, 0
+    config.eval.probe_train_examples, config.eval.anomaly_samples = 300, 4
     train.train_and_evaluate(config, tmp_path)
-    results = evaluate_run(tmp_path, iwae_samples=50, max_examples=200)
+    results = evaluate_run(tmp_path, iwae_samples=30, max_examples=100)
     lik = results['likelihood']
     assert np.isfinite(lik['nll']) and lik['nll'] < lik['neg_elbo']
     groups = results['latents']['groups']
@@ -30,3 +32,9 @@ def test_family_trains_and_evaluates(family, tiny_mnist_config, tfds_dir, tmp_pa
     np.testing.assert_allclose(sum(g['kl'] for g in groups), lik['kl'], rtol=1e-5)
     assert all(0 <= g['active_units'] <= g['latents'] for g in groups)
     assert any((tmp_path / 'images').glob('report_samples_by_temperature_*.png'))
+    # In a notebook: samples at a temperature, reconstructions, the bound of a few images.
+    run = load_run(tmp_path)
+    assert run.sample(jax.random.key(0), 4, temperature=0.5).shape == (4, 28, 28, 1)
+    x = np.asarray(jax.random.bernoulli(jax.random.key(1), 0.3, (2, 28, 28, 1)), np.float32)
+    assert run.reconstruct(x).shape == x.shape
+    assert np.all(np.isfinite(run.log_likelihood(jax.random.key(2), x, k=8)))

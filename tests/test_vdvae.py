@@ -26,9 +26,12 @@ def _fns(shape, likelihood='bernoulli', **overrides):
     return fns, fns.module.init(jax.random.key(0), jnp.zeros((2, *shape)))['params']
 
 
-@pytest.mark.parametrize('shape', [(28, 28, 1), (32, 32, 3), (64, 64, 1)])
-def test_shapes_for_each_input_size(shape):
-    fns, params = _fns(shape, 'gaussian' if shape[-1] == 3 else 'bernoulli')
+@pytest.mark.parametrize('shape,stem', [((28, 28, 1), 1), ((28, 28, 1), 2), ((32, 32, 3), 1),
+                                        ((64, 64, 1), 2)])
+def test_shapes_for_each_input_size(shape, stem):
+    fns, params = _fns(shape, 'gaussian' if shape[-1] == 3 else 'bernoulli',
+                       **{'model.vdvae_stem': stem})
+    assert fns.module.size == max(32, shape[0]) // stem
     # Latents at 4×4 and 8×8, two groups each of zdim 2; the depth follows the padded size.
     assert fns.groups == (32, 32, 128, 128) and fns.latents == 320
     x = jax.random.uniform(jax.random.key(1), (3, *shape))

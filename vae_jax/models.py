@@ -129,44 +129,18 @@ def _concat(h: jax.Array, c: Optional[jax.Array]) -> jax.Array:
     return h if c is None else jnp.concatenate([h, c], axis=-1)
 
 
-def _posterior_head(h: jax.Array, latents: int, context: int):
+def _posterior_head(h: jax.Array, latents: int, context: int, logvar_clip=None):
     """Last hidden layer h [b, d] -> (mean, logvar) [b, z] each, plus a flow's context
-    [b, context] (one more Dense of h) when context > 0; inside the calling module."""
-    mean, logvar = jnp.split(nn.Dense(2 * latents)(h), 2, axis=-1)
+    [b, context] (one more Dense of h) when context > 0; inside the calling module. With
+    `logvar_clip` = (low, high) the mean and log-variance come from two Dense layers and the
+    log-variance is clipped to that range (a hard tanh), as in the VampPrior paper's code."""
+    if logvar_clip is None:
+        mean, logvar = jnp.split(nn.Dense(2 * latents)(h), 2, axis=-1)
+    else:
+        mean, logvar = nn.Dense(latents)(h), jnp.clip(nn.Dense(latents)(h), *logvar_clip)
     if context <= 0:
         return mean, logvar
     return mean, logvar, nn.Dense(context)(h)
-
-
-class MLPEncoder(nn.Module):
-    """Flatten -> Dense+ReLU per hidden width -> Dense(2z) split into mean and logvar."""
-    hidden: Sequence[int]
-    latents: int
-    num_classes: int = 0
-    context: int = 0
-
-    @nn.compact
-    def __call__(self, x: jax.Array, y: Optional[jax.Array] = None):
-        h = _concat(x.reshape(x.shape[0], -1), _one_hot(y, self.num_classes))
-        for width in self.hidden:
-            h = nn.relu(nn.Dense(width)(h))
-        return _posterior_head(h, self.latents, self.context)
-
-
-class MLPDecoder(nn.Module):
-    """Dense+ReLU per hidden width -> Dense to every output parameter, reshaped."""
-    hidden: Sequence[int]
-    output_shape: Sequence[int]
-    num_params: int = 1
-    num_classes: int = 0
-
-    @nn.compact
-    def __call__(self, z: jax.Array, y: Optional[jax.Array] = None) -> jax.Array:
-        h = _concat(z, _one_hot(y, self.num_classes))
-        for width in self.hidden:
-            h = nn.relu(nn.Dense(width)(h))
-        out = nn.Dense(math.prod(self.output_shape) * self.num_params)(h)
-        return out.reshape(z.shape[0], *self.output_shape, self.num_params)
 
 
 class GatedDense(nn.Module):
@@ -178,35 +152,45 @@ class GatedDense(nn.Module):
         return nn.Dense(self.features)(h) * jax.nn.sigmoid(nn.Dense(self.features)(h))
 
 
-class GatedMLPEncoder(nn.Module):
-    """Gated dense layers of widths `hidden` -> mean (Dense) and logvar (Dense clipped to
-    [-6, 2], their hard tanh): the VampPrior paper's MNIST encoder with (300, 300)."""
+def _hidden(h: jax.Array, width: int, gated: bool) -> jax.Array:
+    """One hidden layer inside the calling module: Dense+ReLU, or a `GatedDense`."""
+    return GatedDense(width)(h) if gated else nn.relu(nn.Dense(width)(h))
+
+
+class MLPEncoder(nn.Module):
+    """Flatten -> Dense+ReLU per hidden width -> Dense(2z) split into mean and logvar.
+
+    `gated`: gated layers instead, and the log-variance clipped to [-6, 2]: the VampPrior
+    paper's MNIST encoder with hidden (300, 300) (Tomczak & Welling 2018)."""
     hidden: Sequence[int]
     latents: int
     num_classes: int = 0
     context: int = 0
+    gated: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, y: Optional[jax.Array] = None):
         h = _concat(x.reshape(x.shape[0], -1), _one_hot(y, self.num_classes))
         for width in self.hidden:
-            h = GatedDense(width)(h)
-        mean, logvar = nn.Dense(self.latents)(h), jnp.clip(nn.Dense(self.latents)(h), -6.0, 2.0)
-        return (mean, logvar) if self.context <= 0 else (mean, logvar, nn.Dense(self.context)(h))
+            h = _hidden(h, width, self.gated)
+        return _posterior_head(h, self.latents, self.context,
+                               (-6.0, 2.0) if self.gated else None)
 
 
-class GatedMLPDecoder(nn.Module):
-    """Gated dense layers of widths `hidden` -> Dense to every output parameter."""
+class MLPDecoder(nn.Module):
+    """Dense+ReLU (or, `gated`, gated) per hidden width -> Dense to every output parameter,
+    reshaped."""
     hidden: Sequence[int]
     output_shape: Sequence[int]
     num_params: int = 1
     num_classes: int = 0
+    gated: bool = False
 
     @nn.compact
     def __call__(self, z: jax.Array, y: Optional[jax.Array] = None) -> jax.Array:
         h = _concat(z, _one_hot(y, self.num_classes))
         for width in self.hidden:
-            h = GatedDense(width)(h)
+            h = _hidden(h, width, self.gated)
         out = nn.Dense(math.prod(self.output_shape) * self.num_params)(h)
         return out.reshape(z.shape[0], *self.output_shape, self.num_params)
 
@@ -315,10 +299,10 @@ def mlp(model_config, shape: tuple, num_params: int, num_classes: int, context: 
 
 
 def gated_mlp(model_config, shape: tuple, num_params: int, num_classes: int, context: int = 0):
-    """(GatedMLPEncoder, GatedMLPDecoder) with widths `model.hidden` (mirrored)."""
+    """The gated `MLPEncoder`, `MLPDecoder` with widths `model.hidden` (mirrored)."""
     c = model_config
-    return (GatedMLPEncoder(tuple(c.hidden), c.latents, num_classes, context),
-            GatedMLPDecoder(tuple(reversed(c.hidden)), shape, num_params, num_classes))
+    return (MLPEncoder(tuple(c.hidden), c.latents, num_classes, context, gated=True),
+            MLPDecoder(tuple(reversed(c.hidden)), shape, num_params, num_classes, gated=True))
 
 
 def conv(model_config, shape: tuple, num_params: int, num_classes: int, context: int = 0):
