@@ -77,7 +77,7 @@ def test_piwae_gives_the_decoder_iwae_and_the_encoder_miwae_gradients():
     m, k = 2, 3
     piwae = _loss('piwae', num_bounds=m, num_samples=k)
     np.testing.assert_allclose(piwae, _loss('iwae', num_samples=m * k), rtol=1e-6)  # its value
-    grad = lambda name, **s: jax.grad(lambda p: _loss(name, p, **s))(PARAMS)
+    grad = lambda name, **s: jax.jit(jax.grad(lambda p: _loss(name, p, **s)))(PARAMS)
     p_inf, p_gen = _split(grad('piwae', num_bounds=m, num_samples=k))
     _, iwae_gen = _split(grad('iwae', num_samples=m * k))
     miwae_inf, _ = _split(grad('miwae', num_bounds=m, num_samples=k))
