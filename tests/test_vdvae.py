@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from vae_jax import base_config, model_fns, steps, train
-from vae_jax import objectives as O
 from vae_jax.errors import UserError
 from vae_jax.keys import example_keys
 

@@ -9,6 +9,9 @@ from vae_jax.distributions import (bernoulli_log_likelihood, gaussian_kl, gaussi
                                    gaussian_log_likelihood, gaussian_log_prob, reparameterize,
                                    standard_normal_log_prob)
 from vae_jax.errors import UserError
+from vae_jax.flows import IAF
+from vae_jax.hierarchies import HVAE
+from vae_jax.latent_sample import Latents
 from vae_jax.likelihoods import Likelihood
 from vae_jax.model_fns import ModelFns, build as build_model_fns
 from vae_jax.models import (VAE, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder,
@@ -19,15 +22,17 @@ from vae_jax.objectives.beta_tcvae import total_correlation
 from vae_jax.objectives.dip_vae import dip_covariance
 from vae_jax.objectives.factor_vae import permute_dims
 from vae_jax.optim import make_optimizer
-from vae_jax.priors import StandardNormal
+from vae_jax.priors import GaussianMixture, StandardNormal, VampPrior
 from vae_jax.run import Run, load_run
 from vae_jax.steps import (TrainState, create_train_state, eval_step, pmapped_steps,
                            train_step)
 from vae_jax.train import train_and_evaluate
+from vae_jax.vdvae import VDVAE
 
 __all__ = [
-    'ConvDecoder', 'ConvEncoder', 'Likelihood', 'MLPDecoder', 'MLPEncoder', 'ModelFns',
-    'Objective', 'Run', 'StandardNormal', 'TrainState', 'UserError', 'VAE', 'base_config',
+    'ConvDecoder', 'ConvEncoder', 'GaussianMixture', 'HVAE', 'IAF', 'Latents', 'Likelihood',
+    'MLPDecoder', 'MLPEncoder', 'ModelFns', 'Objective', 'Run', 'StandardNormal', 'TrainState',
+    'UserError', 'VAE', 'VDVAE', 'VampPrior', 'base_config',
     'bernoulli_log_likelihood', 'beta_schedule', 'build_model', 'build_model_fns',
     'create_train_state', 'dip_covariance', 'elbo_terms', 'eval_step', 'free_bits_kl',
     'gaussian_kl', 'gaussian_kl_per_dim', 'gaussian_log_likelihood', 'gaussian_log_prob',
