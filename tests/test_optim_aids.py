@@ -33,7 +33,7 @@ def test_skip_large_updates_skips_then_applies_clipped_after_max_consecutive():
     assert np.all(np.asarray(u['w']) == 0) and int(state.skipped) == 3  # NaN: always skipped
 
 
-def test_params_ema_and_eval_params():
+def test_params_ema_with_its_warm_up_and_eval_params():
     c = base_config().optim
     c.ema_decay, c.learning_rate = 0.5, 0.1
     c.name = 'sgd'
@@ -42,11 +42,12 @@ def test_params_ema_and_eval_params():
     state = tx.init(params)
     assert optim.eval_params(params, state)['w'] == 1.0
     ema, momentum = 1.0, 0.0
-    for grad in (1.0, -2.0, 3.0):
+    for t, grad in enumerate((1.0, -2.0, 3.0, 0.5, 1.5, -1.0, 2.0, 0.0, 1.0, 2.0, -3.0)):
         updates, state = tx.update({'w': jnp.array([grad])}, state, params)
         momentum = 0.9 * momentum + grad  # optax.sgd(momentum=0.9): trace
         np.testing.assert_allclose(updates['w'], -0.1 * momentum, rtol=1e-6)
         params = optax.apply_updates(params, updates)
-        ema = 0.5 * ema + 0.5 * float(params['w'][0])
+        d = min(0.5, (1 + t) / (10 + t))  # the warm-up of the decay
+        ema = d * ema + (1 - d) * float(params['w'][0])
         np.testing.assert_allclose(optim.eval_params(params, state)['w'], ema, rtol=1e-6)
     assert optim.skipped_updates(state) is None

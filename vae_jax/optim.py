@@ -104,19 +104,25 @@ def skip_large_updates(inner: optax.GradientTransformation, threshold: float,
 
 
 class EmaState(NamedTuple):
-    params: Any  # the moving average of the parameters, same tree
+    params: Any      # the moving average of the parameters, same tree
+    count: jax.Array  # [] int32: updates averaged so far
 
 
 def params_ema(decay: float) -> optax.GradientTransformation:
-    """Keeps ema <- decay * ema + (1 - decay) * (params + updates): the average of the
-    parameters *after* each step. Last in a chain, it passes the updates through unchanged."""
+    """Keeps ema <- d_t * ema + (1 - d_t) * (params + updates): the average of the parameters
+    *after* each step, with d_t = min(decay, (1 + t) / (10 + t)) at update t so that the
+    average follows the first steps instead of staying near the initial parameters (the
+    warm-up of TensorFlow's ExponentialMovingAverage with `num_updates`). Last in a chain, it
+    passes the updates through unchanged."""
     def init(params):
-        return EmaState(jax.tree.map(jnp.asarray, params))
+        return EmaState(jax.tree.map(jnp.asarray, params), jnp.zeros([], jnp.int32))
 
     def update(updates, state, params):
-        ema = jax.tree.map(lambda e, p, u: decay * e + (1 - decay) * (p + u),
+        t = state.count.astype(jnp.float32)
+        d = jnp.minimum(decay, (1.0 + t) / (10.0 + t))
+        ema = jax.tree.map(lambda e, p, u: d * e + (1 - d) * (p + u),
                            state.params, params, updates)
-        return updates, EmaState(ema)
+        return updates, EmaState(ema, state.count + 1)
 
     return optax.GradientTransformation(init, update)
 
