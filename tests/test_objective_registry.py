@@ -37,8 +37,10 @@ SETTINGS = {
 
 
 # Model families with what they are trained with in these tests: 'model.*' settings plus the
-# objective. Each runs through the same tests as the objectives.
+# objective; and the optimizer's training aids (update skipping, the parameter EMA). Each runs through the same tests as the objectives.
 MODELS = {
+    'optim:ema_skip': {'optim.ema_decay': 0.9, 'optim.skip_threshold': 3.0,
+                       'optim.skip_max_consecutive': 1},
     'model:vampprior': {'model.prior': 'vampprior', 'model.prior_components': 4},
     'model:iaf': {'model.posterior': 'iaf', 'model.flow_hidden': 8, 'objective.name': 'iwae',
                   'objective.num_samples': 2},
