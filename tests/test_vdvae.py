@@ -26,22 +26,28 @@ def _fns(shape, likelihood='bernoulli', **overrides):
     return fns, fns.module.init(jax.random.key(0), jnp.zeros((2, *shape)))['params']
 
 
-@pytest.mark.parametrize('shape,stem', [((28, 28, 1), 2), ((32, 32, 3), 2), ((64, 64, 1), 4)])
+@pytest.mark.parametrize('shape,stem', [((28, 28, 1), 1), ((28, 28, 1), 2), ((32, 32, 3), 1),
+                                        ((64, 64, 1), 2)])
 def test_shapes_for_each_input_size(shape, stem):
-    """(The stem keeps these cheap: the hierarchy runs at 16×16; stem 1 is the KL test's.)"""
-    fns, params = _fns(shape, 'gaussian' if shape[-1] == 3 else 'bernoulli',
-                       **{'model.vdvae_stem': stem})
-    assert fns.module.size == max(32, shape[0]) // stem == 16
-    # Latents at 4×4 and 8×8, two groups each of zdim 2; the depth follows the padded size.
+    """Shapes by tracing alone (`jax.eval_shape`: nothing is compiled or run)."""
+    c = base_config()
+    c.update_from_flattened_dict(dict(TINY, **{'model.vdvae_stem': stem}))
+    c.model.likelihood = 'gaussian' if shape[-1] == 3 else 'bernoulli'
+    fns = model_fns.build(c.model, shape, 0)
+    x = jax.ShapeDtypeStruct((3, *shape), jnp.float32)
+    params = jax.eval_shape(lambda x: fns.module.init(jax.random.key(0), x)['params'], x)
+    assert fns.module.size == max(32, shape[0]) // stem
+    # Latents at 4×4 and 8×8, two groups each of zdim 2, whatever the input size.
     assert fns.groups == (32, 32, 128, 128) and fns.latents == 320
-    x = jax.random.uniform(jax.random.key(1), (3, *shape))
-    out, lat = jax.jit(lambda p, x, k: fns.infer(p, fns.features(p, x), None, k))(
-        params, x, example_keys(jax.random.key(2), jnp.arange(3)))
+    keys = example_keys(jax.random.key(2), jnp.arange(3))
+    out, lat = jax.eval_shape(lambda p, x: fns.infer(p, fns.features(p, x), None, keys),
+                              params, x)
     assert out.shape == (3, *shape, 1) and lat.z.shape == lat.kl_per_dim.shape == (3, 320)
     assert lat.kl.shape == lat.log_q.shape == lat.log_p.shape == (3, 4)
-    z = fns.sample_prior(params, jax.random.key(3), 5, 0.7)
-    assert z.shape == (5, 320) and fns.decode_mean(params, z).shape == (5, *shape)
-    assert fns.encode(params, x)[0].shape == (3, 320)
+    z = jax.eval_shape(lambda p: fns.sample_prior(p, jax.random.key(3), 5, 0.7), params)
+    assert z.shape == (5, 320)
+    assert jax.eval_shape(lambda p, z: fns.decode_mean(p, z), params, z).shape == (5, *shape)
+    assert jax.eval_shape(lambda p, x: fns.encode(p, x)[0], params, x).shape == (3, 320)
 
 
 def test_kl_is_the_expectation_of_log_q_minus_log_p_and_decode_replays_inference():
