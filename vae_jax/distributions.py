@@ -111,3 +111,11 @@ def gaussian_log_likelihood(x: jax.Array, mean: jax.Array, log_scale: jax.Array)
       [] nats.
     """
     return gaussian_log_prob(x, mean, 2.0 * log_scale)
+
+
+def gaussian_kl_between(mean_q, logvar_q, mean_p, logvar_p) -> jax.Array:
+    """KL(N(mean_q, e^logvar_q) || N(mean_p, e^logvar_p)) per dimension: [...] x4 -> [...] nats.
+
+    Not summed: the KL between two diagonal Gaussians (a posterior and a conditional prior)."""
+    return 0.5 * (logvar_p - logvar_q
+                  + (jnp.exp(logvar_q) + jnp.square(mean_q - mean_p)) * jnp.exp(-logvar_p) - 1)

@@ -58,12 +58,6 @@ class ResBlock(nn.Module):
         return h + y if self.residual else y
 
 
-def gaussian_kl_between(mean_q, logvar_q, mean_p, logvar_p) -> jax.Array:
-    """KL(N(mean_q, e^logvar_q) || N(mean_p, e^logvar_p)) elementwise: [...] -> [...] nats."""
-    return 0.5 * (logvar_p - logvar_q
-                  + (jnp.exp(logvar_q) + jnp.square(mean_q - mean_p)) * jnp.exp(-logvar_p) - 1)
-
-
 def _gaussian_log_prob(z, mean, logvar):
     """log N(z; mean, e^logvar) summed over all but the batch axis: [b, ...] -> [b]."""
     return jax.vmap(D.gaussian_log_prob)(z, mean, logvar)
@@ -185,7 +179,7 @@ class VDVAE(nn.Module):
             key = keys if g == 0 else jax.vmap(jax.random.fold_in, (0, None))(keys, g)
             eps = jax.vmap(lambda k: jax.random.normal(k, q_mean.shape[1:]))(key)
             z = q_mean + jnp.exp(0.5 * q_logvar) * eps if noise else q_mean
-            kl = gaussian_kl_between(q_mean, q_logvar, p_mean, p_logvar)
+            kl = D.gaussian_kl_between(q_mean, q_logvar, p_mean, p_logvar)
             return z, (z, q_mean, q_logvar, _gaussian_log_prob(z, q_mean, q_logvar),
                        _gaussian_log_prob(z, p_mean, p_logvar), kl)
 
