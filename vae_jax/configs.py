@@ -11,7 +11,7 @@ import os
 
 import ml_collections
 
-from vae_jax import flows, likelihoods, models, objectives, optim, priors
+from vae_jax import flows, inits, likelihoods, models, objectives, optim, priors
 from vae_jax.errors import UserError
 
 DATASETS = ('mnist', 'fashion_mnist', 'binarized_mnist', 'dsprites', 'toy2d')
@@ -71,6 +71,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.vdvae_max_latent_res = 16  # 'vdvae': no latents at finer resolutions
     c.model.vdvae_stem = 1         # 'vdvae': space-to-depth factor before the hierarchy
     c.model.conditional = False
+    c.model.init = 'lecun'         # dense layers of the MLP networks: a name in inits.NAMES
 
     # A name in objectives.REGISTRY, and the fields the registered objectives read, with the
     # defaults they declare (documented in each objective's module). A field the chosen
@@ -93,6 +94,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.learning_rate = 1e-3
     c.optim.schedule = 'constant'
     c.optim.warmup_steps = 0
+    c.optim.boundaries = (0.5,)    # 'piecewise': fractions of the steps where the rate drops...
+    c.optim.decay = 0.1            # ... by this factor each time (PyTorch's MultiStepLR)
     c.optim.weight_decay = 0.0
     c.optim.eps = 1e-8             # Adam's ε
     c.optim.skip_threshold = 0.0   # skip steps whose gradient norm is above this; 0 = off
@@ -133,6 +136,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _choice(config.model.prior, 'model.prior', tuple(priors.REGISTRY))
     _choice(config.model.name, 'model.name', tuple(models.MODELS))
     _choice(config.model.posterior, 'model.posterior', tuple(flows.REGISTRY))
+    _choice(config.model.init, 'model.init', inits.NAMES)
     _choice(config.optim.name, 'optim.name', tuple(optim.OPTIMIZERS))
     _choice(config.optim.schedule, 'optim.schedule', tuple(optim.SCHEDULES))
     _choice(config.data.binarize, 'data.binarize', ('none', 'dynamic'))
@@ -149,6 +153,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         (config.model.flow_steps > 0 and config.model.flow_hidden > 0, 'model.flow_steps and model.flow_hidden must be positive'),
         (len(config.model.group_latents) > 0 and len(config.model.group_latents) == len(config.model.group_hidden) and all(v > 0 for v in (*config.model.group_latents, *config.model.group_hidden)), f'model.group_latents and model.group_hidden must be equally long lists of positive sizes, got {tuple(config.model.group_latents)} and {tuple(config.model.group_hidden)}'),
         (config.optim.skip_threshold >= 0 and config.optim.skip_max_consecutive >= 0, 'optim.skip_threshold and optim.skip_max_consecutive must be >= 0'),
+        (all(0 < f < 1 for f in config.optim.boundaries) and 0 < config.optim.decay <= 1, f'optim.boundaries must be fractions in (0, 1) and optim.decay in (0, 1], got {tuple(config.optim.boundaries)} and {config.optim.decay}'),
         (0 <= config.optim.ema_decay < 1, f'optim.ema_decay must be in [0, 1), got {config.optim.ema_decay}'),
         (all(config.model[f] > 0 for f in ('vdvae_width', 'vdvae_middle', 'vdvae_zdim', 'vdvae_blocks', 'vdvae_groups', 'vdvae_min_res', 'vdvae_max_latent_res', 'vdvae_stem')), 'model.vdvae_* sizes must be positive'),
         (config.model.group_depth > 0, f'model.group_depth must be positive, got {config.model.group_depth}'),

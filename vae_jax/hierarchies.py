@@ -25,6 +25,7 @@ import jax.numpy as jnp
 
 from vae_jax import distributions as D
 from vae_jax.errors import UserError
+from vae_jax.inits import dense_init
 from vae_jax.latent_sample import Latents
 
 
@@ -38,12 +39,14 @@ class TanhMLP(nn.Module):
     width: int
     depth: int
     outputs: int
+    weight_init: str = 'lecun'  # a name in inits.NAMES
 
     @nn.compact
     def __call__(self, h: jax.Array) -> jax.Array:
         for _ in range(self.depth):
-            h = jnp.tanh(nn.Dense(self.width)(h))
-        return nn.Dense(self.outputs)(h)
+            kw = dense_init(self.weight_init, h.shape[-1])
+            h = jnp.tanh(nn.Dense(self.width, **kw)(h))
+        return nn.Dense(self.outputs, **dense_init(self.weight_init, h.shape[-1]))(h)
 
 
 def _gaussian(net: nn.Module, h: jax.Array):
@@ -58,17 +61,21 @@ class HVAE(nn.Module):
     depth: int
     example_shape: Sequence[int]
     num_params: int
+    weight_init: str = 'lecun'
     analytic_kl = False
 
     def setup(self):
         L = len(self.latents)
-        self.q = [TanhMLP(self.hidden[g], self.depth, 2 * self.latents[g]) for g in range(L)]
-        self.p = [TanhMLP(self.hidden[g + 1], self.depth, 2 * self.latents[g])
+        init = self.weight_init
+        self.q = [TanhMLP(self.hidden[g], self.depth, 2 * self.latents[g], init)
+                  for g in range(L)]
+        self.p = [TanhMLP(self.hidden[g + 1], self.depth, 2 * self.latents[g], init)
                   for g in range(L - 1)]
         pixels = 1
         for d in self.example_shape:
             pixels *= d
-        self.decoder = TanhMLP(self.hidden[0], self.depth, pixels * self.num_params)
+        self.decoder = TanhMLP(self.hidden[0], self.depth, pixels * self.num_params,
+                               self.weight_init)
 
     @property
     def groups(self) -> tuple[int, ...]:
@@ -143,4 +150,4 @@ def two_layer(model_config, example_shape: tuple, num_params: int, num_classes: 
         raise UserError("model.name='hvae' has its own prior and posterior: leave model.prior "
                         "and model.posterior at 'standard_normal' and 'gaussian'")
     return HVAE(tuple(c.group_latents), tuple(c.group_hidden), c.group_depth,
-                tuple(example_shape), num_params)
+                tuple(example_shape), num_params, c.init)

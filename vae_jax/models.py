@@ -22,6 +22,7 @@ from jax import lax
 
 from vae_jax import flows, likelihoods, priors, registry
 from vae_jax.errors import UserError
+from vae_jax.inits import dense_init
 
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
 
@@ -129,52 +130,62 @@ def _concat(h: jax.Array, c: Optional[jax.Array]) -> jax.Array:
     return h if c is None else jnp.concatenate([h, c], axis=-1)
 
 
-def _posterior_head(h: jax.Array, latents: int, context: int, logvar_clip=None):
+def _posterior_head(h: jax.Array, latents: int, context: int, logvar_clip=None,
+                    weight_init: str = 'lecun'):
     """Last hidden layer h [b, d] -> (mean, logvar) [b, z] each, plus a flow's context
     [b, context] (one more Dense of h) when context > 0; inside the calling module. With
     `logvar_clip` = (low, high) the mean and log-variance come from two Dense layers and the
     log-variance is clipped to that range (a hard tanh), as in the VampPrior paper's code."""
+    kw = dense_init(weight_init, h.shape[-1])
     if logvar_clip is None:
-        mean, logvar = jnp.split(nn.Dense(2 * latents)(h), 2, axis=-1)
+        mean, logvar = jnp.split(nn.Dense(2 * latents, **kw)(h), 2, axis=-1)
     else:
-        mean, logvar = nn.Dense(latents)(h), jnp.clip(nn.Dense(latents)(h), *logvar_clip)
+        mean = nn.Dense(latents, **kw)(h)
+        logvar = jnp.clip(nn.Dense(latents, **kw)(h), *logvar_clip)
     if context <= 0:
         return mean, logvar
-    return mean, logvar, nn.Dense(context)(h)
+    return mean, logvar, nn.Dense(context, **kw)(h)
 
 
 class GatedDense(nn.Module):
     """Dense(h) ⊙ sigmoid(Dense'(h)): the gated layer of Tomczak & Welling (2018)."""
     features: int
+    weight_init: str = 'lecun'
 
     @nn.compact
     def __call__(self, h: jax.Array) -> jax.Array:
-        return nn.Dense(self.features)(h) * jax.nn.sigmoid(nn.Dense(self.features)(h))
+        kw = dense_init(self.weight_init, h.shape[-1])
+        return nn.Dense(self.features, **kw)(h) * jax.nn.sigmoid(
+            nn.Dense(self.features, **kw)(h))
 
 
-def _hidden(h: jax.Array, width: int, gated: bool) -> jax.Array:
+def _hidden(h: jax.Array, width: int, gated: bool, init: str) -> jax.Array:
     """One hidden layer inside the calling module: Dense+ReLU, or a `GatedDense`."""
-    return GatedDense(width)(h) if gated else nn.relu(nn.Dense(width)(h))
+    if gated:
+        return GatedDense(width, init)(h)
+    return nn.relu(nn.Dense(width, **dense_init(init, h.shape[-1]))(h))
 
 
 class MLPEncoder(nn.Module):
     """Flatten -> Dense+ReLU per hidden width -> Dense(2z) split into mean and logvar.
 
     `gated`: gated layers instead, and the log-variance clipped to [-6, 2]: the VampPrior
-    paper's MNIST encoder with hidden (300, 300) (Tomczak & Welling 2018)."""
+    paper's MNIST encoder with hidden (300, 300) (Tomczak & Welling 2018).
+    `weight_init`: a name in `inits.NAMES`."""
     hidden: Sequence[int]
     latents: int
     num_classes: int = 0
     context: int = 0
     gated: bool = False
+    weight_init: str = 'lecun'
 
     @nn.compact
     def __call__(self, x: jax.Array, y: Optional[jax.Array] = None):
         h = _concat(x.reshape(x.shape[0], -1), _one_hot(y, self.num_classes))
         for width in self.hidden:
-            h = _hidden(h, width, self.gated)
+            h = _hidden(h, width, self.gated, self.weight_init)
         return _posterior_head(h, self.latents, self.context,
-                               (-6.0, 2.0) if self.gated else None)
+                               (-6.0, 2.0) if self.gated else None, self.weight_init)
 
 
 class MLPDecoder(nn.Module):
@@ -185,13 +196,15 @@ class MLPDecoder(nn.Module):
     num_params: int = 1
     num_classes: int = 0
     gated: bool = False
+    weight_init: str = 'lecun'
 
     @nn.compact
     def __call__(self, z: jax.Array, y: Optional[jax.Array] = None) -> jax.Array:
         h = _concat(z, _one_hot(y, self.num_classes))
         for width in self.hidden:
-            h = _hidden(h, width, self.gated)
-        out = nn.Dense(math.prod(self.output_shape) * self.num_params)(h)
+            h = _hidden(h, width, self.gated, self.weight_init)
+        out = nn.Dense(math.prod(self.output_shape) * self.num_params,
+                       **dense_init(self.weight_init, h.shape[-1]))(h)
         return out.reshape(z.shape[0], *self.output_shape, self.num_params)
 
 
@@ -294,15 +307,18 @@ class VAE(nn.Module):
 def mlp(model_config, shape: tuple, num_params: int, num_classes: int, context: int = 0):
     """(MLPEncoder, MLPDecoder) with widths `model.hidden` (the decoder mirrors them)."""
     c = model_config
-    return (MLPEncoder(tuple(c.hidden), c.latents, num_classes, context),
-            MLPDecoder(tuple(reversed(c.hidden)), shape, num_params, num_classes))
+    return (MLPEncoder(tuple(c.hidden), c.latents, num_classes, context, weight_init=c.init),
+            MLPDecoder(tuple(reversed(c.hidden)), shape, num_params, num_classes,
+                       weight_init=c.init))
 
 
 def gated_mlp(model_config, shape: tuple, num_params: int, num_classes: int, context: int = 0):
     """The gated `MLPEncoder`, `MLPDecoder` with widths `model.hidden` (mirrored)."""
     c = model_config
-    return (MLPEncoder(tuple(c.hidden), c.latents, num_classes, context, gated=True),
-            MLPDecoder(tuple(reversed(c.hidden)), shape, num_params, num_classes, gated=True))
+    return (MLPEncoder(tuple(c.hidden), c.latents, num_classes, context, gated=True,
+                       weight_init=c.init),
+            MLPDecoder(tuple(reversed(c.hidden)), shape, num_params, num_classes, gated=True,
+                       weight_init=c.init))
 
 
 def conv(model_config, shape: tuple, num_params: int, num_classes: int, context: int = 0):

@@ -24,6 +24,8 @@ SCHEDULES = {
     'warmup_cosine': lambda c, total: optax.warmup_cosine_decay_schedule(
         0.0, 1.0, c.warmup_steps, max(total, c.warmup_steps + 1)),
     'burda': lambda c, total: burda_schedule(total),
+    'piecewise': lambda c, total: optax.piecewise_constant_schedule(
+        1.0, {round(f * total): c.decay for f in c.boundaries if 0 < round(f * total) < total}),
 }
 
 

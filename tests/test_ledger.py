@@ -1,0 +1,112 @@
+"""The reproduction ledger (vae_jax/ledger.py, experiments/paper/): each row's config is its
+paper's protocol (network size from the paper's layer widths, batch, optimizer, schedule, data
+split, the k of the test bound) and trains end to end; the command runs a row, skips it when
+finished, and tabulates a finished ledger without training."""
+
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from vae_jax import ledger, model_fns, train
+
+
+def dense(*widths):
+    """Parameters of a chain of dense layers (weights and biases) with these widths."""
+    return sum(a * b + b for a, b in zip(widths, widths[1:]))
+
+
+def gated(*widths):
+    """A chain of gated dense layers: two dense layers per step."""
+    return 2 * dense(*widths)
+
+
+BURDA_1 = dense(784, 200, 200, 2 * 50) + dense(50, 200, 200, 784)
+BURDA_2 = (dense(784, 200, 200, 2 * 100) + dense(100, 100, 100, 2 * 50) +
+           dense(50, 100, 100, 2 * 100) + dense(100, 200, 200, 784))
+# The VampPrior's MNIST network: gated 784-300-300, separate mean and log-variance heads (40),
+# gated 40-300-300 then a dense layer to 784, and 500 pseudo-inputs of 784 pixels.
+VAMP = gated(784, 300, 300) + 2 * dense(300, 40) + gated(40, 300, 300) + dense(300, 784) + 500 * 784
+BURDA_STEPS = 3280 * 59_600 // 20
+DYNAMIC = ('mnist', 'dynamic', 'train[:59600]')
+STATIC = ('binarized_mnist', 'none', 'train')
+# row -> params, batch, (lr, eps, schedule), data, steps, (objective, k, M or β), test k, init
+BURDA = dict(batch=20, optim=(1e-3, 1e-4, 'burda'), data=DYNAMIC, steps=BURDA_STEPS, k=5000,
+             init='glorot')
+EXPECTED = {
+    'flax_vae': dict(params=dense(784, 500, 40) + dense(20, 500, 784), batch=128,
+                     optim=(1e-3, 1e-8, 'constant'), data=STATIC, steps=3900,
+                     objective=('elbo',), k=1000, init='lecun'),
+    'pythae_vae': dict(params=dense(784, 400, 80) + dense(40, 400, 784), batch=100,
+                       optim=(1e-4, 1e-8, 'piecewise'), data=STATIC, steps=250_000,
+                       objective=('elbo',), k=200, init='torch'),
+    'vampprior_k500': dict(params=VAMP, batch=100, optim=(5e-4, 1e-8, 'constant'), data=STATIC,
+                           steps=1_000_000, objective=('elbo',), k=5000, init='he'),
+    'pythae_iwae_k50': dict(BURDA, params=BURDA_1, data=STATIC, steps=3280 * 50_000 // 20,
+                            objective=('iwae', 50)),
+    'burda_l1_k1': dict(BURDA, params=BURDA_1, objective=('elbo',)),
+    'burda_l1_k5': dict(BURDA, params=BURDA_1, objective=('iwae', 5)),
+    'burda_l1_k50': dict(BURDA, params=BURDA_1, objective=('iwae', 50)),
+    'burda_l2_k1': dict(BURDA, params=BURDA_2, objective=('elbo',)),
+    'burda_l2_k50': dict(BURDA, params=BURDA_2, objective=('iwae', 50)),
+    'rainforth_miwae_8x8': dict(BURDA, params=BURDA_1, objective=('miwae', 8, 8)),
+    'rainforth_piwae_8x8': dict(BURDA, params=BURDA_1, objective=('piwae', 8, 8)),
+    'rainforth_ciwae_005': dict(BURDA, params=BURDA_1, objective=('ciwae', 64, 0.05)),
+    # Not the published network (see the row's docstring): its own size, checked elsewhere.
+    'vdvae_mnist': dict(params=None, batch=100, optim=(1e-3, 1e-8, 'warmup_cosine'),
+                        data=STATIC, steps=50_000, objective=('elbo',), k=1000, init='lecun'),
+}
+ROWS = ledger.load_rows()
+
+
+def test_every_row_is_checked():
+    assert sorted(ROWS) == sorted(EXPECTED)
+
+
+def _objective(c):
+    o = c.objective
+    return {'elbo': ('elbo',), 'iwae': ('iwae', o.num_samples),
+            'miwae': ('miwae', o.num_bounds, o.num_samples),
+            'piwae': ('piwae', o.num_bounds, o.num_samples),
+            'ciwae': ('ciwae', o.num_samples, o.elbo_weight)}[o.name]
+
+
+@pytest.mark.parametrize('name', sorted(EXPECTED))
+def test_row_config_is_the_papers_protocol(name):
+    row, want = ROWS[name], EXPECTED[name]
+    c = ledger.row_config(row)
+    module = model_fns.build(c.model, (28, 28, 1), 0).module
+    shapes = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+    params = sum(math.prod(a.shape) for a in jax.tree.leaves(shapes['params']))
+    if want['params'] is not None:
+        assert params == want['params']
+    assert c.batch_size == want['batch']
+    assert (c.optim.name, c.optim.learning_rate, c.optim.eps, c.optim.schedule) == (
+        'adam', *want['optim'])
+    assert (c.data.name, c.data.binarize, c.data.train_split, c.data.eval_split) == (
+        *want['data'], 'test')
+    train_examples = 59_600 if c.data.name == 'mnist' else 50_000
+    steps = train.num_train_steps(c, train_examples)
+    assert steps == want['steps'] == row.published.paper_steps  # the row says what it trains
+    assert _objective(c) == want['objective']
+    assert (c.eval.iwae_samples, c.eval.iwae_examples, c.model.init) == (
+        want['k'], 0, want['init'])
+    assert ledger.row_config(row, 'steps=1000').num_steps == 1000
+    if name == 'pythae_vae':  # MultiStepLR at epochs 200 and 350 of 500, γ = 10^(-1/5)
+        assert tuple(c.optim.boundaries) == (0.4, 0.7) and c.optim.decay == 10 ** -0.2
+    if name == 'vampprior_k500':  # warm-up over 100 of 2000 epochs; 500 pseudo-inputs
+        assert c.objective.kl_warmup_steps == 50_000 and c.model.prior_components == 500
+
+
+@pytest.mark.parametrize('name', sorted(EXPECTED))
+def test_row_trains_end_to_end(name, tfds_dir, tmp_path):
+    c = ledger.row_config(ROWS[name], 'steps=3')
+    c.data.data_dir = tfds_dir
+    c.eval_examples, c.eval_batch_size, c.num_image_examples = 40, 20, 2
+    state = train.train_and_evaluate(c, tmp_path / name)
+    assert int(state.step) == 3
+    evals = [json.loads(line) for line in (tmp_path / name / 'metrics.jsonl').open()
+             if '"eval"' in line]
+    assert evals and all(math.isfinite(e['neg_elbo']) for e in evals)
