@@ -94,3 +94,47 @@ def test_hierarchical_iwae_bound_approaches_the_exact_log_likelihood():
     np.testing.assert_allclose(float(jnp.mean(t['log_lik'] - t['kl'])), exact - gaps[1],
                                rtol=1e-5)
     assert t['kl_groups'].shape == (n, 2)
+
+
+def test_gated_two_level_vampprior_hierarchy():
+    """Tomczak & Welling's HVAE (L=2): the VampPrior on z2 is the mixture of q(z2|·) itself
+    at the pseudo-inputs, log p(z1|z2) is p(z1|z2)'s Gaussian, and sampling goes top-down."""
+    c = base_config()
+    c.model.name, c.model.hidden, c.model.latents = 'gated_hvae', (16,), 3
+    c.model.prior, c.model.prior_components = 'vampprior', 4
+    fns = model_fns.build(c.model, (4, 4, 1), 0)
+    params = fns.module.init(jax.random.key(0), jnp.zeros((2, 4, 4, 1)))['params']
+    assert set(params) == {'q1', 'q2', 'p1', 'decoder', 'prior'}
+    assert set(params['prior']) == {'pseudo_inputs'}  # no copy of the encoder
+    assert fns.groups == (3, 3) and fns.inference_params == ('q1', 'q2')
+    x = jax.random.bernoulli(jax.random.key(1), 0.3, (5, 4, 4, 1)).astype(jnp.float32)
+    keys = jax.random.split(jax.random.key(2), 5)
+    def apply(name, *args):
+        return fns.module.apply({'params': params}, *args,
+                                method=lambda m, *a: getattr(m, name)(*a))
+
+    _, lat = fns.infer(params, fns.features(params, x), None, keys)
+    z1, z2 = np.asarray(lat.z[:, :3], np.float64), np.asarray(lat.z[:, 3:], np.float64)
+    # log p(z2): the mixture of q2's posteriors at the clipped pseudo-inputs (scipy).
+    u = jnp.clip(params['prior']['pseudo_inputs'], 0, 1)
+    means, logvars = (np.asarray(a, np.float64) for a in apply('q2', u))
+    ref = np.log(np.mean([stats.multivariate_normal(m, np.diag(np.exp(v))).pdf(z2)
+                          for m, v in zip(means, logvars)], axis=0))
+    np.testing.assert_allclose(lat.log_p[:, 1], ref, rtol=1e-5)
+    # log p(z1 | z2) and log q(z1 | x, z2): diagonal Gaussians at the networks' outputs.
+    pm, plv = (np.asarray(a, np.float64) for a in apply('p1', lat.z[:, 3:]))
+    ref = [stats.multivariate_normal(m, np.diag(np.exp(v))).logpdf(z) for m, v, z in
+           zip(pm, plv, z1)]
+    np.testing.assert_allclose(lat.log_p[:, 0], ref, rtol=1e-5)
+    qm, qlv = apply('q1', x.reshape(5, -1), lat.z[:, 3:])
+    np.testing.assert_allclose(lat.mean[:, :3], qm, rtol=1e-6)
+    assert float(jnp.max(qlv)) <= 2.0 and float(jnp.min(qlv)) >= -6.0
+    # Temperature 0: z2 is one of the components' means, z1 the mean of p(z1 | z2).
+    z = np.asarray(fns.sample_prior(params, jax.random.key(3), 6, 0.0))
+    assert all(np.isclose(means, row).all(1).any() for row in z[:, 3:])
+    np.testing.assert_allclose(z[:, :3], apply('p1', jnp.asarray(z[:, 3:]))[0],
+                               rtol=1e-5, atol=1e-6)
+    assert fns.decode(params, jnp.asarray(z)).shape == (6, 4, 4, 1, 1)
+    c.model.posterior = 'iaf'
+    with pytest.raises(UserError, match='Gaussian posteriors'):
+        model_fns.build(c.model, (4, 4, 1), 0)

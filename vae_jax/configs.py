@@ -47,7 +47,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.name = 'vae'           # a name in models.MODELS: 'vae' (one latent layer) or a hierarchy
     c.model.encoder = 'mlp'        # the networks of 'vae': a name in models.NETWORKS
-    c.model.hidden = (500,)        # MLP widths (the decoder mirrors them)
+    c.model.hidden = (500,)        # MLP widths (the decoder mirrors them)...
+    c.model.decoder_hidden = ()    # ... unless these are given
+    c.model.activation = 'relu'    # of the MLPs' hidden layers: a name in models.ACTIVATIONS
+    c.model.decoder_activation = ''  # '' = model.activation
     c.model.conv_channels = (32, 64)
     c.model.kernel = 4
     c.model.dense = 256
@@ -137,6 +140,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _choice(config.model.name, 'model.name', tuple(models.MODELS))
     _choice(config.model.posterior, 'model.posterior', tuple(flows.REGISTRY))
     _choice(config.model.init, 'model.init', inits.NAMES)
+    _choice(config.model.activation, 'model.activation', tuple(models.ACTIVATIONS))
+    _choice(config.model.decoder_activation or config.model.activation,
+            'model.decoder_activation', tuple(models.ACTIVATIONS))
     _choice(config.optim.name, 'optim.name', tuple(optim.OPTIMIZERS))
     _choice(config.optim.schedule, 'optim.schedule', tuple(optim.SCHEDULES))
     _choice(config.data.binarize, 'data.binarize', ('none', 'dynamic'))
@@ -148,6 +154,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         (config.model.latents > 0, f'model.latents must be positive, got {config.model.latents}'),
         (config.model.prior_components > 0, f'model.prior_components must be positive, got {config.model.prior_components}'),
         (len(config.model.hidden) > 0 and all(h > 0 for h in config.model.hidden), f'model.hidden must be one or more positive widths, got {tuple(config.model.hidden)}'),
+        (all(h > 0 for h in config.model.decoder_hidden), f'model.decoder_hidden must be positive widths (or empty: mirror model.hidden), got {tuple(config.model.decoder_hidden)}'),
         (len(config.model.conv_channels) > 0 and all(h > 0 for h in config.model.conv_channels), f'model.conv_channels must be one or more positive counts, got {tuple(config.model.conv_channels)}'),
         (config.model.kernel > 0 and config.model.dense > 0, 'model.kernel and model.dense must be positive'),
         (config.model.flow_steps > 0 and config.model.flow_hidden > 0, 'model.flow_steps and model.flow_hidden must be positive'),

@@ -38,8 +38,9 @@ from typing import Sequence
 
 from vae_jax.errors import UserError
 from vae_jax.sweep.define import product, sweep
-from vae_jax.sweep.rows import Row, collect, mean_std
 from vae_jax.metric_writer import METRICS_FILE, read_metrics
+from vae_jax.results import results_path
+from vae_jax.sweep.rows import Row, collect, mean_std
 
 REPO = Path(__file__).resolve().parents[1]
 ROWS_DIR = REPO / 'experiments' / 'paper'
@@ -158,7 +159,10 @@ def _call(cmd: Sequence[str], log: Path) -> float:
 
 
 def spec(row: RowFile, arg: str) -> str:
-    return f'{row.path.relative_to(REPO)}' + (f':{arg}' if arg else '')
+    """The --config value of the row: its file (relative to the repository when inside it)."""
+    path = row.path.resolve()
+    path = path.relative_to(REPO) if path.is_relative_to(REPO) else path
+    return f'{path}' + (f':{arg}' if arg else '')
 
 
 def run_row(row: RowFile, root: Path, arg: str = '') -> None:
@@ -178,7 +182,7 @@ def run_row(row: RowFile, root: Path, arg: str = '') -> None:
             continue
         entry = record['points'].setdefault(point.name, {})
         entry['hardware'] = entry.get('hardware') or hardware()
-        if row.published.metric == 'nll' and not _evaluated(point):
+        if row.published.metric == 'nll' and not _evaluated(row_root / point.name, point):
             entry['eval_s'] = round(_call(
                 [sys.executable, 'launch.py', '--mode=eval', f'--workdir={row_root / point.name}'],
                 log), 1)
@@ -186,10 +190,13 @@ def run_row(row: RowFile, root: Path, arg: str = '') -> None:
     _write_record(row_root, record)
 
 
-def _evaluated(point: Row) -> bool:
+def _evaluated(workdir: Path, point: Row) -> bool:
     """Whether the point has a likelihood result of its last training step."""
-    metrics = point.metrics
-    return metrics.get('likelihood/nll') is not None and metrics.get('step') == point.step
+    try:
+        results = json.loads(results_path(workdir, point.step).read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+    return 'likelihood' in results
 
 
 def summarize_row(row: RowFile, root: Path) -> dict | None:
@@ -201,7 +208,7 @@ def summarize_row(row: RowFile, root: Path) -> dict | None:
     key = METRICS[row.published.metric]
     done = [p for p in points if p.status == 'done' and p.metrics.get(key) is not None]
     if row.published.metric == 'nll':
-        done = [p for p in done if _evaluated(p)]
+        done = [p for p in done if _evaluated(row_root / p.name, p)]
     if not done:
         return None
     record = _read_record(row_root)
@@ -320,18 +327,20 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog='python -m vae_jax.ledger',
                                      description=__doc__.split('\n\n')[0])
     commands = parser.add_subparsers(dest='command', required=True)
-    commands.add_parser('list', help='the rows: paper, setting, published value')
+    ls = commands.add_parser('list', help='the rows: paper, setting, published value')
+    ls.add_argument('--rows_dir', default=str(ROWS_DIR), help='where the row files are')
     for name, text in (('run', 'train and evaluate rows, then write the table'),
                        ('table', 'write the table of what ROOT holds, without training')):
         p = commands.add_parser(name, help=text)
         p.add_argument('--root', default='runs/paper', help='where the rows are trained')
         p.add_argument('--rows', default='', help='comma-separated row names (default: all)')
+        p.add_argument('--rows_dir', default=str(ROWS_DIR), help='where the row files are')
         if name == 'run':
             p.add_argument('--arg', default='', help="the rows' config argument, e.g. "
                            "'steps=20000,seeds=3'")
     args = parser.parse_args(argv)
     try:
-        rows = load_rows()
+        rows = load_rows(Path(args.rows_dir))
         if args.command == 'list':
             print(list_rows(rows.values()))
             return 0

@@ -159,11 +159,17 @@ class GatedDense(nn.Module):
             nn.Dense(self.features, **kw)(h))
 
 
-def _hidden(h: jax.Array, width: int, gated: bool, init: str) -> jax.Array:
-    """One hidden layer inside the calling module: Dense+ReLU, or a `GatedDense`."""
+# config.model.activation / decoder_activation -> the nonlinearity of the MLPs' hidden layers.
+ACTIVATIONS = {'relu': nn.relu, 'tanh': jnp.tanh, 'softplus': nn.softplus, 'elu': nn.elu,
+               'gelu': nn.gelu}
+
+
+def _hidden(h: jax.Array, width: int, gated: bool, init: str,
+            activation: str = 'relu') -> jax.Array:
+    """One hidden layer inside the calling module: Dense + activation, or a `GatedDense`."""
     if gated:
         return GatedDense(width, init)(h)
-    return nn.relu(nn.Dense(width, **dense_init(init, h.shape[-1]))(h))
+    return ACTIVATIONS[activation](nn.Dense(width, **dense_init(init, h.shape[-1]))(h))
 
 
 class MLPEncoder(nn.Module):
@@ -178,12 +184,13 @@ class MLPEncoder(nn.Module):
     context: int = 0
     gated: bool = False
     weight_init: str = 'lecun'
+    activation: str = 'relu'
 
     @nn.compact
     def __call__(self, x: jax.Array, y: Optional[jax.Array] = None):
         h = _concat(x.reshape(x.shape[0], -1), _one_hot(y, self.num_classes))
         for width in self.hidden:
-            h = _hidden(h, width, self.gated, self.weight_init)
+            h = _hidden(h, width, self.gated, self.weight_init, self.activation)
         return _posterior_head(h, self.latents, self.context,
                                (-6.0, 2.0) if self.gated else None, self.weight_init)
 
@@ -197,12 +204,13 @@ class MLPDecoder(nn.Module):
     num_classes: int = 0
     gated: bool = False
     weight_init: str = 'lecun'
+    activation: str = 'relu'
 
     @nn.compact
     def __call__(self, z: jax.Array, y: Optional[jax.Array] = None) -> jax.Array:
         h = _concat(z, _one_hot(y, self.num_classes))
         for width in self.hidden:
-            h = _hidden(h, width, self.gated, self.weight_init)
+            h = _hidden(h, width, self.gated, self.weight_init, self.activation)
         out = nn.Dense(math.prod(self.output_shape) * self.num_params,
                        **dense_init(self.weight_init, h.shape[-1]))(h)
         return out.reshape(z.shape[0], *self.output_shape, self.num_params)
@@ -304,12 +312,20 @@ class VAE(nn.Module):
         return self.decode(z, y)
 
 
-def mlp(model_config, shape: tuple, num_params: int, num_classes: int, context: int = 0):
-    """(MLPEncoder, MLPDecoder) with widths `model.hidden` (the decoder mirrors them)."""
+def decoder_hidden(model_config) -> tuple[int, ...]:
+    """The decoder MLP's widths: `model.decoder_hidden`, or `model.hidden` mirrored."""
     c = model_config
-    return (MLPEncoder(tuple(c.hidden), c.latents, num_classes, context, weight_init=c.init),
-            MLPDecoder(tuple(reversed(c.hidden)), shape, num_params, num_classes,
-                       weight_init=c.init))
+    return tuple(c.decoder_hidden) or tuple(reversed(c.hidden))
+
+
+def mlp(model_config, shape: tuple, num_params: int, num_classes: int, context: int = 0):
+    """(MLPEncoder, MLPDecoder) with widths `model.hidden` (the decoder's: `decoder_hidden`)
+    and the activations `model.activation` (the decoder's: `decoder_activation`)."""
+    c = model_config
+    return (MLPEncoder(tuple(c.hidden), c.latents, num_classes, context, weight_init=c.init,
+                       activation=c.activation),
+            MLPDecoder(decoder_hidden(c), shape, num_params, num_classes, weight_init=c.init,
+                       activation=c.decoder_activation or c.activation))
 
 
 def gated_mlp(model_config, shape: tuple, num_params: int, num_classes: int, context: int = 0):
@@ -358,6 +374,7 @@ def single_layer(model_config, example_shape: tuple, num_params: int, num_classe
 MODELS = {
     'vae': single_layer,
     'hvae': 'vae_jax.hierarchies:two_layer',
+    'gated_hvae': 'vae_jax.gated_hierarchy:build',
     'vdvae': 'vae_jax.vdvae:build',
 }
 
