@@ -14,8 +14,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / 'vae_jax'
 LAYERS = [
     ('errors', 'registry', 'distributions', 'keys', 'distributed', 'workdir', 'results', 'images',
      'preemption', 'metric_writer', 'checkpoints', 'data', 'latent_sample'),
-    ('likelihoods', 'priors', 'flows', 'optim'),
-    ('models', 'hierarchies', 'vdvae'),
+    ('inits', 'likelihoods', 'priors', 'flows', 'optim'),
+    ('models', 'hierarchies', 'gated_hierarchy', 'vdvae'),
     ('model_fns',),
     ('objectives',),
     ('configs', 'steps'),
@@ -24,6 +24,7 @@ LAYERS = [
     ('evaluate',),
     ('train',),
     ('sweep',),
+    ('ledger',),
     ('__init__', '__main__'),
 ]
 

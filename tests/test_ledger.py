@@ -173,7 +173,8 @@ def test_ledger_command_runs_skips_and_tabulates(tfds_dir, tmp_path, monkeypatch
     assert entry['wall_s_per_seed'] > 0 and entry['hardware'][0].endswith(')')
     assert (root / 'tiny' / 'curve.png').stat().st_size > 0
     table = (root / 'ledger.md').read_text()
-    assert '| tiny | a test: pythae_vae shrunk | 500.0; someone 499.0 |' in table
+    assert '| tiny | a test: pythae_vae shrunk | 500.0; someone 499.0 | ' in table
+    assert entry['verdict'] == ledger.verdict(entry['gap'])
     log = (root / 'tiny.log').read_text()
     assert log.count('--mode=eval') == 2
     # A rerun trains and evaluates nothing: the sweep skips finished seeds, results exist.
