@@ -21,6 +21,11 @@ def burda(layers: int, data: str = 'dynamic'):
 
     data='dynamic': MNIST's first 59,600 training images (TFDS order), binarized afresh every
     step, tested on the 10k test images; 'static': Larochelle's binarized MNIST (50k train).
+
+    Differences from the paper's code (yburda/iwae): its 59,600 images are the first of MNIST's
+    own order (TFDS shuffles); its output bias starts at the logit of the training mean (here
+    zero); its Adam starts the second moment at one and uses β1 = 0.99 (here the paper's text:
+    0.9, moments from zero); its encoder outputs log σ (here log σ², the same family).
     """
     c = base_config()
     if data == 'dynamic':
