@@ -154,7 +154,9 @@ def _call(cmd: Sequence[str], log: Path) -> float:
         start = time.time()
         code = subprocess.run(list(cmd), cwd=REPO, stdout=f, stderr=subprocess.STDOUT).returncode
     if code:
-        raise UserError(f'{" ".join(cmd[1:4])} ... exited with status {code}; see {log}')
+        reasons = [line for line in log.read_text().splitlines() if line.startswith('error:')]
+        reason = f' ({reasons[-1]})' if reasons else ''
+        raise UserError(f'{" ".join(cmd[1:4])} ... exited with status {code}{reason}; see {log}')
     return time.time() - start
 
 
@@ -277,7 +279,7 @@ def plot_curve(row: RowFile, root: Path) -> Path | None:
     fig = Figure(figsize=(6, 4))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    drawn = False
+    drawn, values = False, [row.published.value]
     for p in points:
         try:
             records, _ = read_metrics(row_root / p.name / METRICS_FILE)
@@ -288,13 +290,17 @@ def plot_curve(row: RowFile, root: Path) -> Path | None:
             ax.plot([r['step'] for r in evals], [r['neg_elbo'] for r in evals],
                     label=f'{p.name}: eval −ELBO', marker='.')
             drawn = True
+            values += [r['neg_elbo'] for r in evals]
         nll = p.metrics.get('likelihood/nll')
         if nll is not None and p.step is not None:
             ax.plot([p.step], [nll], 'k*', markersize=10, label=f'{p.name}: −log p(x) bound')
+            values.append(nll)
     if not drawn:
         return None
     ax.axhline(row.published.value, color='r', linestyle='--',
                label=f'published {row.published.value}')
+    # The first evals of a long run are far above the rest: keep the end of the curve readable.
+    ax.set_ylim(min(values) - 1, min(max(values), row.published.value + 30) + 1)
     ax.set_xlabel('step')
     ax.set_ylabel('nats per example')
     ax.set_title(f'{row.name}: {row.published.paper}', fontsize=9)
@@ -352,15 +358,21 @@ def main(argv=None) -> int:
             return 0
         chosen = select(rows, args.rows)
         root = Path(args.root).resolve()
+        failed = []
         if args.command == 'run':
             os.environ.setdefault('TFDS_DATA_DIR', str(REPO.parent / 'shared' / 'data' / 'tfds'))
             for row in chosen:
-                run_row(row, root, args.arg)
+                try:
+                    run_row(row, root, args.arg)
+                except UserError as e:  # the next rows still run; the table shows what finished
+                    failed.append(f'{row.name}: {e}')
         print(write_table(chosen if args.rows else rows.values(), root))
     except UserError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
-    return 0
+    for message in failed:
+        print(f'error: {message}', file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == '__main__':
