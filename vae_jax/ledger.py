@@ -263,7 +263,8 @@ def table(entries: Sequence[dict]) -> str:
             f"{metric} | {e['gap']:+.2f} ({verdict(e['gap'])}) | {_steps(e['steps'])} / "
             f"{_steps(e['paper_steps'])}{short} | {_duration(e['wall_s_per_seed'])} | "
             f"{', '.join(e['hardware'])} |")
-    return '\n'.join(lines)
+    notes = [f"- {e['row']}: {e['note']}" for e in entries if e['note']]
+    return '\n'.join(lines + ([''] + notes if notes else []))
 
 
 def plot_curve(row: RowFile, root: Path) -> Path | None:

@@ -4,11 +4,15 @@
 Pythae's script (benchmark_VAE, examples/scripts/reproducibility/vae.py): MLP 784-400-(40
 means, 40 log-variances), decoder 40-400-784, ReLU, Bernoulli; PyTorch's default
 initialisation (`model.init='torch'`: weights and biases U(±1/√fan_in)). Larochelle's static
-binarized MNIST, 50k training images. Adam 1e-4 (β 0.9/0.999, ε 1e-8), batch 100, 500 epochs
-(250k steps), the learning rate divided by 10^(1/5) after epochs 200 and 350 (MultiStepLR;
-`optim.schedule='piecewise'`). Evaluated with the k = 200 importance-weighted bound on the 10k
-test images. Difference: Pythae evaluates the epoch with the best validation −ELBO (its
-trainer keeps the best model); we evaluate the last step.
+binarized MNIST, 50k training images. Adam with the learning rate divided by 10^(1/5) after
+epochs 200 and 350 (its MultiStepLR milestones; `optim.schedule='piecewise'`). Evaluated with
+the k = 200 importance-weighted bound on the 10k test images.
+
+Not published with the script: its training config (the file it reads,
+configs/base_training_config.json, is not in the repository). Here: Pythae's trainer defaults
+(learning rate 1e-4, ε 1e-8) with batch 100 and 500 epochs (250k steps), the length at which
+the first two milestones fall inside the run. Pythae also evaluates the epoch with the best
+validation −ELBO (its trainer keeps the best model); we evaluate the last step.
 
     python -m vae_jax.ledger run --rows=pythae_vae
 """
@@ -19,7 +23,8 @@ from vae_jax.ledger import ROW_ARGS, Published, seed_sweep
 
 PUBLISHED = Published(paper='Pythae reproducibility table (VAE)', setting='VAE 784-400-40',
                       value=89.9, metric='nll', paper_steps=250_000, others=(('Pythae', 89.78),),
-                      note='Pythae evaluates the best-on-validation epoch; we the last')
+                      note='Pythae\'s learning rate and epochs are not published; Pythae evaluates '
+                           'its best-on-validation epoch, we the last')
 
 
 def get_config(arg=None):
