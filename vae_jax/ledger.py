@@ -346,7 +346,8 @@ def main(argv=None) -> int:
                        ('table', 'write the table of what ROOT holds, without training')):
         p = commands.add_parser(name, help=text)
         p.add_argument('--root', default='runs/paper', help='where the rows are trained')
-        p.add_argument('--rows', default='', help='comma-separated row names (default: all)')
+        p.add_argument('--rows', default='', help='comma-separated row names to run (default: '
+                       'all); the table lists every finished row in ROOT')
         p.add_argument('--rows_dir', default=str(ROWS_DIR), help='where the row files are')
         if name == 'run':
             p.add_argument('--arg', default='', help="the rows' config argument, e.g. "
@@ -367,7 +368,7 @@ def main(argv=None) -> int:
                     run_row(row, root, args.arg)
                 except UserError as e:  # the next rows still run; the table shows what finished
                     failed.append(f'{row.name}: {e}')
-        print(write_table(chosen if args.rows else rows.values(), root))
+        print(write_table(rows.values(), root))  # every finished row in ROOT, whoever ran it
     except UserError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
