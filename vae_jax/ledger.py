@@ -37,9 +37,10 @@ from pathlib import Path
 from typing import Sequence
 
 from vae_jax.errors import UserError
-from vae_jax.sweep.define import product, sweep
+from vae_jax.sweep.define import sweep
 from vae_jax.metric_writer import METRICS_FILE, read_metrics
 from vae_jax.results import results_path
+from vae_jax.workdir import write_atomic
 from vae_jax.sweep.rows import Row, collect, mean_std
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,7 +68,7 @@ class Published:
 
 def seed_sweep(seeds: int):
     """The sweep of a ledger row: seeds 0 … seeds-1 (a sweep of one point with seeds=1)."""
-    return product(sweep('seed', range(max(1, seeds))))
+    return sweep('seed', range(max(1, seeds)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +143,6 @@ def _read_record(row_root: Path) -> dict:
 
 
 def _write_record(row_root: Path, record: dict) -> None:
-    from vae_jax.workdir import write_atomic
     write_atomic(row_root / RECORD, json.dumps(record, indent=1) + '\n')
 
 
@@ -188,7 +188,7 @@ def run_row(row: RowFile, root: Path, arg: str = '') -> None:
             entry['eval_s'] = round(_call(
                 [sys.executable, 'launch.py', '--mode=eval', f'--workdir={row_root / point.name}'],
                 log), 1)
-        _write_record(row_root, record)
+            _write_record(row_root, record)  # an evaluation's time survives a later failure
     _write_record(row_root, record)
 
 
