@@ -115,6 +115,8 @@ def test_row_config_is_the_papers_protocol(name):
         assert tuple(c.optim.boundaries) == (0.4, 0.7) and c.optim.decay == 10 ** -0.2
     if name.startswith('vampprior'):  # warm-up over 100 of 2000 epochs; 500 pseudo-inputs
         assert c.objective.kl_warmup_steps == 50_000 and c.model.prior_components == 500
+    if name == 'vdvae_mnist':  # the bound on a prefix of the test split, when asked for
+        assert ledger.row_config(row, 'test_examples=1000').eval.iwae_examples == 1000
 
 
 @pytest.mark.parametrize('name', sorted(EXPECTED))
@@ -190,3 +192,13 @@ def test_ledger_command_runs_skips_and_tabulates(tfds_dir, tmp_path, monkeypatch
     assert capsys.readouterr().out.strip() == table.strip()
     assert (root / 'tiny.log').read_text() == log
     assert ledger.main(['run', *common, '--rows=nope']) == 2
+
+
+def test_table_says_when_the_bound_covers_part_of_the_test_split():
+    entry = dict(row='r', paper='P', setting='s', metric='nll', published=80.0, others=[],
+                 note='', ours_mean=81.0, ours_std=0.0, seeds=1, gap=1.0, steps=10,
+                 paper_steps=20, k=1000, test_examples=1000, wall_s_per_seed=5.0,
+                 hardware=['cpu'])
+    assert '81.00 (1 seed), −log p(x), k=1000 on the first 1,000 test images | +1.00 (short)' \
+        in ledger.table([entry])
+    assert 'test images' not in ledger.table([dict(entry, test_examples=0)])

@@ -226,6 +226,7 @@ def summarize_row(row: RowFile, root: Path) -> dict | None:
         'ours_mean': mean, 'ours_std': std, 'seeds': n, 'ours': values,
         'gap': mean - pub.value, 'steps': done[0].step, 'paper_steps': pub.paper_steps,
         'k': config['eval']['iwae_samples'] if pub.metric == 'nll' else None,
+        'test_examples': config['eval']['iwae_examples'] if pub.metric == 'nll' else None,
         'wall_s_per_seed': sum(walls) / len(walls),
         'hardware': sorted({e.get('hardware') or 'unknown' for e in entries}),
         'command': record.get('command') or f'python -m vae_jax.ledger run --rows={row.name}',
@@ -254,6 +255,8 @@ def table(entries: Sequence[dict]) -> str:
              'wall time per seed | hardware |', '|---|---|---|---|---|---|---|---|']
     for e in entries:
         metric = f"−log p(x), k={e['k']}" if e['metric'] == 'nll' else '−ELBO'
+        if e.get('test_examples'):
+            metric += f" on the first {e['test_examples']:,} test images"
         others = ''.join(f'; {who} {v}' for who, v in e['others'])
         ours = (f"{e['ours_mean']:.2f} ± {e['ours_std']:.2f} ({e['seeds']} seeds)"
                 if e['seeds'] > 1 else f"{e['ours_mean']:.2f} (1 seed)")
