@@ -43,6 +43,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.toy_examples = 50_000
     c.data.holdout_class = -1      # >= 0: train without this class (anomaly detection); -1 = off
     c.data.dsprites_source = 'procedural'  # 'tfds': the real dSprites from the TFDS data_dir
+    c.data.train_missing = 0.0     # > 0: training images lack this fraction of pixels (fixed, MCAR)
 
     c.model = ml_collections.ConfigDict()
     c.model.name = 'vae'           # a name in models.MODELS: 'vae' (one latent layer) or a hierarchy
@@ -168,6 +169,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         (config.num_image_examples > 0, f'num_image_examples must be positive, got {config.num_image_examples}'),
         (config.eval_examples >= 0 and config.eval_every >= 0, 'eval_examples and eval_every must be >= 0'),
         (config.batch_size > 0, f'batch_size must be positive, got {config.batch_size}'),
+        (0 <= config.data.train_missing < 1, f'data.train_missing must be in [0, 1), got {config.data.train_missing}'),
         (config.eval_batch_size > 0, f'eval_batch_size must be positive, got {config.eval_batch_size}'),
         (config.optim.learning_rate > 0, f'optim.learning_rate must be positive, got {config.optim.learning_rate}'),
         (config.num_steps > 0 or config.num_epochs > 0, 'set num_steps or num_epochs to a positive value'),
@@ -200,6 +202,11 @@ def check_objective(config) -> None:
     o = config.objective
     objective = objectives.get(o.name)
     objective.check(config)
+    if config.data.get('train_missing', 0) > 0 and not objective.missing_data:
+        missing = [n for n in objectives.REGISTRY if objectives.get(n).missing_data]
+        raise UserError(f'data.train_missing={config.data.train_missing} leaves pixels '
+                        f'missing, which objective.name={o.name!r} cannot train on; use '
+                        f'{" or ".join(repr(n) for n in missing)}')
     ignored = [f'objective.{f}={o[f]!r}' for f, default in objectives.declared_fields().items()
                if f not in objective.defaults and o[f] != default]
     if ignored:

@@ -14,8 +14,9 @@ A run's randomness is a function of `config.seed` alone:
     ├── fold_in(seed_key, EVAL)       eval_key: example i of a split uses fold_in(eval_key, i)
     └── fold_in(seed_key, SAMPLE)     prior samples in pictures
 
-Fixed numpy seeds, the same for every run: DSPRITES_HOLDOUT (the held-out combinations) and
-PROBE (the linear probe's training sample).
+Fixed numpy seeds, the same for every run: DSPRITES_HOLDOUT (the held-out combinations),
+PROBE (the linear probe's training sample) and MISSING_PIXELS (the pixels a training image
+lacks with data.train_missing).
 
 Numbers drawn from an example key depend on its global index only, so 1, 2 or 8 devices sharing
 a global batch draw the same numbers, and a resumed run redraws exactly what it would have.
@@ -43,6 +44,10 @@ DSPRITES_HOLDOUT = 2**31 - 1
 
 # numpy seed of the fixed sample of training examples the linear probe is fitted on.
 PROBE = 2**31 - 2
+
+# numpy seed of the missing pixels of training example i (`data.train_missing`):
+# default_rng([MISSING_PIXELS, i]), the same pattern for every run, seed and epoch.
+MISSING_PIXELS = 2**31 - 3
 
 
 def run_keys(seed: int) -> dict[int, jax.Array]:

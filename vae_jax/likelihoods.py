@@ -82,6 +82,19 @@ def gaussian_learned(model_config) -> Likelihood:
         mean=lambda p: p[..., 0], sample=sample)
 
 
+def observed_log_prob(likelihood: Likelihood, x: jax.Array, params: jax.Array,
+                      observed: jax.Array) -> jax.Array:
+    """log p(x_obs | z) = Σ_i observed_i log p(x_i | z) of one example: x [...], params
+    [..., k], observed [...] (1 or True where x_i is seen) -> [] nats.
+
+    Each pixel's term is `log_prob` of that pixel alone (a `log_prob` is a sum of independent
+    per-pixel terms); a missing pixel's value is never read, so it may be NaN."""
+    seen = jnp.asarray(observed, bool).reshape(-1)
+    flat_x = jnp.where(seen, x.reshape(-1), 0.0)[:, None]
+    per_pixel = jax.vmap(likelihood.log_prob)(flat_x, params.reshape(-1, 1, params.shape[-1]))
+    return jnp.sum(jnp.where(seen, per_pixel, 0.0))
+
+
 def check(model_config) -> None:
     """Validation of the fields the likelihoods read (raises UserError)."""
     if model_config.gaussian_scale <= 0:

@@ -82,8 +82,8 @@ def prepare_inputs(batch: Mapping[str, jax.Array], keys: jax.Array, binarize: st
     with each example's `keys.binarize_keys`, so the same example of the same split is
     binarized the same way by every evaluation."""
     x = batch['image']
-    if binarize == 'dynamic':
-        x = keys_lib.binarize(keys, x)
+    if binarize == 'dynamic':  # a missing pixel (NaN, `data.train_missing`) stays missing
+        x = jnp.where(jnp.isnan(x), x, keys_lib.binarize(keys, x))
     return x, batch['label']
 
 

@@ -1,5 +1,6 @@
 """Sources that show part of another source: by index (`Subset`) or by label (`ClassSubset`),
-and `BinarizedSource`, a split as a dynamically binarized run is evaluated on.
+`BinarizedSource`, a split as a dynamically binarized run is evaluated on, and `MissingPixels`,
+a split whose images lack a fixed random part of their pixels.
 
 All expose their parent as `.source`, through which `ground_truth.as_ground_truth` finds the
 factors of a dSprites subset.
@@ -94,3 +95,37 @@ class BinarizedSource:
 @jax.jit
 def _binarize(key, images, indices):
     return keys.binarize(keys.example_keys(key, indices), images)
+
+
+class MissingPixels:
+    """`source` with each image missing a fixed random fraction `rate` of its pixels (NaN):
+    data missing completely at random, as in Mattei & Frellsen 2019's MIWAE experiments.
+
+    Example i lacks the pixels drawn by numpy's default_rng([keys.MISSING_PIXELS, i]), each
+    missing with probability `rate` (all channels of a pixel together): the same pixels in
+    every epoch, run and seed, so the model never sees them. Only objectives that read NaN as
+    "missing" train on it (`Objective.missing_data`).
+    """
+
+    def __init__(self, source, rate: float):
+        self.source, self.rate = source, float(rate)
+        self.num_examples = source.num_examples
+        self.example_shape = tuple(source.example_shape)
+        self.num_classes = source.num_classes
+
+    def __repr__(self):
+        return f'MissingPixels({self.source!r}, rate={self.rate})'
+
+    def observed(self, indices) -> np.ndarray:
+        """bool [n, *example_shape]: True where example indices[n] has its pixel."""
+        h, w = self.example_shape[:2]
+        seen = np.stack([np.random.default_rng([keys.MISSING_PIXELS, int(i)]).random((h, w))
+                         >= self.rate for i in np.asarray(indices, np.int64)])
+        return np.broadcast_to(seen.reshape(seen.shape + (1,) * (len(self.example_shape) - 2)),
+                               (len(seen), *self.example_shape))
+
+    def get_batch(self, indices) -> dict:
+        batch = dict(self.source.get_batch(indices))
+        batch['image'] = np.where(self.observed(indices), batch['image'], np.nan).astype(
+            np.float32)
+        return batch

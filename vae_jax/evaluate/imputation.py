@@ -31,7 +31,7 @@ from vae_jax import images
 from vae_jax.data.registry import train_and_evals
 from vae_jax.errors import UserError
 from vae_jax.evaluate import impute
-from vae_jax.evaluate.report import as_trained, probe_sample
+from vae_jax.evaluate.report import as_trained, complete, probe_sample
 from vae_jax.keys import EVAL, example_keys, run_keys
 from vae_jax.metric_writer import MetricWriter
 from vae_jax.results import flat_scalars, write_results
@@ -143,8 +143,8 @@ def impute_run(workdir: str, masks: Sequence[str], methods: Sequence[str] = METH
     n = min(settings.examples or test.num_examples, test.num_examples)
     batch = test.get_batch(np.arange(n))
     x, y = batch['image'], batch['label'] if config.model.conditional else None
-    reference = probe_sample(as_trained(run, getattr(train_source, 'source', train_source),
-                                        eval_key), settings.reference_examples)
+    reference = probe_sample(as_trained(run, complete(train_source), eval_key),
+                             settings.reference_examples)
     ref = reference.get_batch(np.arange(reference.num_examples))['image']
     pixel_mean = ref.mean(0)
     binary = bool(np.isin(x, (0.0, 1.0)).all())

@@ -21,13 +21,14 @@ The chains report the Rao–Blackwellised mean, the average of E[x_mis | z_t] ov
 iterations after `burn_in`. `mean_impute` and `nearest_neighbour_impute` are the baselines.
 """
 
+import functools
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vae_jax import distributions as D
+from vae_jax import distributions as D, likelihoods
 from vae_jax.errors import UserError
 from vae_jax.keys import iwae_sample_key
 from vae_jax.model_fns import ModelFns
@@ -85,18 +86,10 @@ def make_masks(keys: jax.Array, spec: str, example_shape: tuple) -> jax.Array:
 
 
 # -- likelihood of the observed pixels --------------------------------------------------------
-def pixel_log_prob(fns: ModelFns, x: jax.Array, out: jax.Array) -> jax.Array:
-    """log p(x_i | z) of every pixel: x [b, ...], decoder output [b, ..., k] -> [b, ...].
-
-    A `Likelihood.log_prob` is a sum of independent per-pixel terms, so one pixel at a time
-    gives each term."""
-    flat_x, flat_out = x.reshape(-1, 1), out.reshape(-1, 1, out.shape[-1])
-    return jax.vmap(fns.likelihood.log_prob)(flat_x, flat_out).reshape(x.shape)
-
-
 def observed_log_lik(fns: ModelFns, x, out, mask) -> jax.Array:
-    """log p(x_obs | z) = Σ_i mask_i log p(x_i | z): [b] nats."""
-    return jnp.sum((mask * pixel_log_prob(fns, x, out)).reshape(x.shape[0], -1), axis=-1)
+    """log p(x_obs | z) = Σ_i mask_i log p(x_i | z): x, mask [b, ...], out [b, ..., k] -> [b]."""
+    return jax.vmap(functools.partial(likelihoods.observed_log_prob, fns.likelihood))(
+        x, out, mask > 0)
 
 
 def _fold(keys: jax.Array, i) -> jax.Array:

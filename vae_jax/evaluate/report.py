@@ -27,7 +27,7 @@ from absl import logging
 from vae_jax import images, pictures
 from vae_jax.data.ground_truth import wants_metrics
 from vae_jax.data.registry import train_and_evals
-from vae_jax.data.subsets import BinarizedSource, Subset
+from vae_jax.data.subsets import BinarizedSource, MissingPixels, Subset
 from vae_jax.data.tfds_source import TfdsSource
 from vae_jax.errors import UserError
 from vae_jax.evaluate import downstream, latents, likelihood
@@ -74,6 +74,11 @@ def score_function(run: Run, key: jax.Array, k: int):
 def encode_function(run: Run):
     """x, y -> (mean, logvar) with the run's parameters (labels used only by a CVAE)."""
     return lambda x, y: run.encode(x, y if run.config.model.conditional else None)
+
+
+def complete(source):
+    """The training split with every pixel: `source` without a `MissingPixels` wrapper."""
+    return source.source if isinstance(source, MissingPixels) else source
 
 
 def as_trained(run: Run, source, key):
@@ -212,9 +217,10 @@ def evaluate_run(workdir: str | Path, *, iwae_samples: Optional[int] = None,
         results['linear_probe'] = {'skipped': 'a conditional VAE encodes x together with its '
                                               'label, so a probe would read the label back'}
     elif train_source.num_classes > 0:
-        # A held-out-class run trains and evaluates on ClassSubsets; the probe needs every class.
+        # A held-out-class run trains and evaluates on ClassSubsets; the probe needs every class
+        # (and complete images: a run with data.train_missing trains on MissingPixels).
         whole = lambda s: getattr(s, 'source', s)
-        probe_train = probe_sample(as_trained(run, whole(train_source), keys[EVAL]),
+        probe_train = probe_sample(as_trained(run, whole(complete(train_source)), keys[EVAL]),
                                    config.eval.probe_train_examples)
         results['linear_probe'] = downstream.probe_posterior_means(
             encode_function(run), probe_train, as_trained(run, whole(test_source), keys[EVAL]),

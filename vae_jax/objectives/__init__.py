@@ -30,6 +30,7 @@ REGISTRY = {
     'miwae': 'miwae',
     'ciwae': 'ciwae',
     'piwae': 'piwae',
+    'missing_iwae': 'missing_iwae',
 }
 
 

@@ -77,12 +77,14 @@ class Objective:
         the compiled step, and a vmapped sweep group gives each point its own.
       check: (config) -> None, raises UserError for a bad value of a field it reads.
       aux: an auxiliary model trained beside the VAE, or None.
+      missing_data: the loss reads NaN pixels as missing (trains with data.train_missing).
     """
     loss: Callable
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     traced: tuple[str, ...] = ()
     check: Callable[[Any], None] = _no_check
     aux: Optional[Aux] = None
+    missing_data: bool = False
 
 
 def require_gaussian_posterior(config) -> None:
