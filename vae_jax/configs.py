@@ -44,6 +44,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.holdout_class = -1      # >= 0: train without this class (anomaly detection); -1 = off
     c.data.dsprites_source = 'procedural'  # 'tfds': the real dSprites from the TFDS data_dir
     c.data.train_missing = 0.0     # > 0: training images lack this fraction of pixels (fixed, MCAR)
+    c.data.train_perturb = 0.0     # > 0: training pixels replaced by noise at this rate (background model)
 
     c.model = ml_collections.ConfigDict()
     c.model.name = 'vae'           # a name in models.MODELS: 'vae' (one latent layer) or a hierarchy
@@ -170,6 +171,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         (config.eval_examples >= 0 and config.eval_every >= 0, 'eval_examples and eval_every must be >= 0'),
         (config.batch_size > 0, f'batch_size must be positive, got {config.batch_size}'),
         (0 <= config.data.train_missing < 1, f'data.train_missing must be in [0, 1), got {config.data.train_missing}'),
+        (0 <= config.data.train_perturb < 1, f'data.train_perturb must be in [0, 1), got {config.data.train_perturb}'),
         (config.eval_batch_size > 0, f'eval_batch_size must be positive, got {config.eval_batch_size}'),
         (config.optim.learning_rate > 0, f'optim.learning_rate must be positive, got {config.optim.learning_rate}'),
         (config.num_steps > 0 or config.num_epochs > 0, 'set num_steps or num_epochs to a positive value'),

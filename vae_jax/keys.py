@@ -15,8 +15,8 @@ A run's randomness is a function of `config.seed` alone:
     └── fold_in(seed_key, SAMPLE)     prior samples in pictures
 
 Fixed numpy seeds, the same for every run: DSPRITES_HOLDOUT (the held-out combinations),
-PROBE (the linear probe's training sample) and MISSING_PIXELS (the pixels a training image
-lacks with data.train_missing).
+PROBE (the linear probe's training sample), MISSING_PIXELS (the pixels a training image lacks
+with data.train_missing) and PERTURBED_PIXELS (the noise of data.train_perturb).
 
 Numbers drawn from an example key depend on its global index only, so 1, 2 or 8 devices sharing
 a global batch draw the same numbers, and a resumed run redraws exactly what it would have.
@@ -48,6 +48,9 @@ PROBE = 2**31 - 2
 # numpy seed of the missing pixels of training example i (`data.train_missing`):
 # default_rng([MISSING_PIXELS, i]), the same pattern for every run, seed and epoch.
 MISSING_PIXELS = 2**31 - 3
+# numpy seed of the noise of training example i with data.train_perturb (a likelihood-ratio
+# background model): default_rng([PERTURBED_PIXELS, i]).
+PERTURBED_PIXELS = 2**31 - 4
 
 
 def run_keys(seed: int) -> dict[int, jax.Array]:

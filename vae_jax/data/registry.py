@@ -14,7 +14,7 @@ Every eval source holds examples the run never trains on:
 import numpy as np
 
 from vae_jax import keys
-from vae_jax.data.subsets import ClassSubset, MissingPixels, Subset
+from vae_jax.data.subsets import ClassSubset, MissingPixels, PerturbedPixels, Subset
 from vae_jax.errors import UserError
 
 # dSprites combinations held out of training for evaluation (of 737,280).
@@ -44,11 +44,15 @@ def train_and_evals(data_config, seed: int):
 
 
 def _make(data_config, seed: int):
-    """(train, eval, held-out class or None); with data.train_missing the training images lack
-    that fraction of their pixels (`MissingPixels`); the eval splits stay complete."""
+    """(train, eval, held-out class or None); with data.train_perturb the training images have
+    that fraction of their pixels replaced by noise (`PerturbedPixels`), with
+    data.train_missing they lack that fraction (`MissingPixels`); the eval splits are intact."""
     train, evaluation, heldout = _sources(data_config, seed)
-    rate = data_config.get('train_missing', 0.0)
-    return (MissingPixels(train, rate) if rate > 0 else train), evaluation, heldout
+    if data_config.get('train_perturb', 0.0) > 0:
+        train = PerturbedPixels(train, data_config.train_perturb)
+    if data_config.get('train_missing', 0.0) > 0:
+        train = MissingPixels(train, data_config.train_missing)
+    return train, evaluation, heldout
 
 
 def _sources(data_config, seed: int):

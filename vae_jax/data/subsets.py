@@ -1,6 +1,7 @@
 """Sources that show part of another source: by index (`Subset`) or by label (`ClassSubset`),
-`BinarizedSource`, a split as a dynamically binarized run is evaluated on, and `MissingPixels`,
-a split whose images lack a fixed random part of their pixels.
+`BinarizedSource`, a split as a dynamically binarized run is evaluated on, `MissingPixels`, a
+split whose images lack a fixed random part of their pixels, and `PerturbedPixels`, one whose
+images have a fixed random part of their pixels replaced by noise.
 
 All expose their parent as `.source`, through which `ground_truth.as_ground_truth` finds the
 factors of a dSprites subset.
@@ -128,4 +129,37 @@ class MissingPixels:
         batch = dict(self.source.get_batch(indices))
         batch['image'] = np.where(self.observed(indices), batch['image'], np.nan).astype(
             np.float32)
+        return batch
+
+
+class PerturbedPixels:
+    """`source` with each pixel replaced, with probability `rate`, by a uniform random value
+    (a random bit when the source's images are binary): the training data of the background
+    model of Ren et al. 2019's likelihood ratio, which learns the population's low-level
+    statistics but not its semantics. Example i's noise comes from default_rng(
+    [keys.PERTURBED_PIXELS, i]) and is fixed (Ren et al. redraw it every time; a fixed draw
+    keeps the source a pure function of the index, as every `Source`).
+    """
+
+    def __init__(self, source, rate: float):
+        self.source, self.rate = source, float(rate)
+        self.num_examples = source.num_examples
+        self.example_shape = tuple(source.example_shape)
+        self.num_classes = source.num_classes
+
+    def __repr__(self):
+        return f'PerturbedPixels({self.source!r}, rate={self.rate})'
+
+    def get_batch(self, indices) -> dict:
+        batch = dict(self.source.get_batch(indices))
+        images = np.asarray(batch['image'], np.float32)
+        binary = bool(np.isin(images, (0.0, 1.0)).all())
+        out = np.empty_like(images)
+        for n, i in enumerate(np.asarray(indices, np.int64)):
+            rng = np.random.default_rng([keys.PERTURBED_PIXELS, int(i)])
+            replace = rng.random(self.example_shape) < self.rate
+            noise = rng.random(self.example_shape)
+            noise = (noise < 0.5).astype(np.float32) if binary else noise.astype(np.float32)
+            out[n] = np.where(replace, noise, images[n])
+        batch['image'] = out
         return batch

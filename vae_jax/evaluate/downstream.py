@@ -110,7 +110,8 @@ def auroc(scores_in, scores_out) -> float:
     return float(u / (n_in * n_out))
 
 
-def _summary(scores_in, scores_out) -> dict[str, Any]:
+def auroc_summary(scores_in, scores_out) -> dict[str, Any]:
+    """{'auroc', 'num_in', 'num_out', 'mean_score_in', 'mean_score_out'} of two score sets."""
     return {'auroc': auroc(scores_in, scores_out),
             'num_in': int(len(scores_in)), 'num_out': int(len(scores_out)),
             'mean_score_in': float(np.mean(scores_in)),
@@ -143,7 +144,7 @@ def ood_auroc(score_fn: Callable, in_source, out_source, *, batch_size: int = 50
     kw = dict(batch_size=batch_size, max_examples=max_examples)
     scores_in, _ = score_source(score_fn, in_source, **kw)
     scores_out, _ = score_source(score_fn, out_source, **kw)
-    return _summary(scores_in, scores_out)
+    return auroc_summary(scores_in, scores_out)
 
 
 def class_auroc(scores, labels, heldout_class: int) -> dict[str, Any]:
@@ -157,7 +158,7 @@ def class_auroc(scores, labels, heldout_class: int) -> dict[str, Any]:
     """
     scores, labels = np.asarray(scores, np.float64), np.asarray(labels)
     out = labels == heldout_class
-    return dict(_summary(scores[~out], scores[out]), heldout_class=int(heldout_class))
+    return dict(auroc_summary(scores[~out], scores[out]), heldout_class=int(heldout_class))
 
 
 def heldout_class_auroc(score_fn: Callable, source, heldout_class: int, *, batch_size: int = 500,

@@ -27,7 +27,7 @@ from absl import logging
 from vae_jax import images, pictures
 from vae_jax.data.ground_truth import wants_metrics
 from vae_jax.data.registry import train_and_evals
-from vae_jax.data.subsets import BinarizedSource, MissingPixels, Subset
+from vae_jax.data.subsets import BinarizedSource, MissingPixels, PerturbedPixels, Subset
 from vae_jax.data.tfds_source import TfdsSource
 from vae_jax.errors import UserError
 from vae_jax.evaluate import downstream, latents, likelihood
@@ -77,8 +77,11 @@ def encode_function(run: Run):
 
 
 def complete(source):
-    """The training split with every pixel: `source` without a `MissingPixels` wrapper."""
-    return source.source if isinstance(source, MissingPixels) else source
+    """The training split as the dataset holds it: `source` without the `MissingPixels` and
+    `PerturbedPixels` wrappers of data.train_missing and data.train_perturb."""
+    while isinstance(source, (MissingPixels, PerturbedPixels)):
+        source = source.source
+    return source
 
 
 def as_trained(run: Run, source, key):
