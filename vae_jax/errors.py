@@ -7,3 +7,20 @@ else is a bug and keeps its traceback.
 
 class UserError(Exception):
     """Bad configuration, missing data, or an unusable workdir: the message says what and how to fix it."""
+
+
+def fail(message: str) -> None:
+    """Ends a command with one `error: ...` line on stderr and exit status 2."""
+    import sys
+    print(f'error: {message}', file=sys.stderr)
+    sys.exit(2)
+
+
+def parse_flags(argv):
+    """absl's flag parsing for a command's `app.run(main, flags_parser=parse_flags)`: a bad,
+    unknown or missing flag is one `error:` line, not absl's usage dump."""
+    from absl import flags
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        fail(f'{e} (see --helpfull)')

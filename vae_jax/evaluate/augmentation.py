@@ -23,7 +23,6 @@ accuracy against N, mean ± std over the seeds) to `--out`.
 
 import functools
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -34,7 +33,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from vae_jax import model_fns, steps
-from vae_jax.errors import UserError
+from vae_jax.errors import UserError, fail, parse_flags
 from vae_jax.evaluate import classifier
 from vae_jax.workdir import write_atomic
 
@@ -200,35 +199,38 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     fig.savefig(path)
 
 
-_DATASET = flags.DEFINE_string('dataset', 'mnist', 'mnist or fashion_mnist')
-_LABELS = flags.DEFINE_list('labels', ['10', '100', '1000'], 'labelled images per class')
-_SEEDS = flags.DEFINE_integer('seeds', 3, 'labelled sets (and models) per N')
-_GENERATED = flags.DEFINE_integer('generated', 500, 'generated images per class')
-_CLF_STEPS = flags.DEFINE_integer('classifier_steps', 2000, 'steps of each classifier')
-_CVAE_STEPS = flags.DEFINE_integer('cvae_steps', 2000, 'steps of each conditional VAE')
-_VAE = flags.DEFINE_string('vae', None, 'an unconditional VAE run of the dataset (latent mixup)')
-_OUT = flags.DEFINE_string('out', None, 'where augmentation.json and augmentation.png go')
+
+def define_flags() -> None:
+    """The command's flags, defined only when it runs (the module stays importable beside
+    other commands)."""
+    flags.DEFINE_string('dataset', 'mnist', 'mnist or fashion_mnist')
+    flags.DEFINE_list('labels', ['10', '100', '1000'], 'labelled images per class')
+    flags.DEFINE_integer('seeds', 3, 'labelled sets (and models) per N')
+    flags.DEFINE_integer('generated', 500, 'generated images per class')
+    flags.DEFINE_integer('classifier_steps', 2000, 'steps of each classifier')
+    flags.DEFINE_integer('cvae_steps', 2000, 'steps of each conditional VAE')
+    flags.DEFINE_string('vae', None, 'an unconditional VAE run of the dataset (latent mixup)')
+    flags.DEFINE_string('out', None, 'where augmentation.json and augmentation.png go')
 
 
 def main(argv) -> None:
     if len(argv) > 1:
-        print(f'error: unexpected arguments: {" ".join(argv[1:])}', file=sys.stderr)
-        sys.exit(2)
+        fail(f'unexpected arguments: {" ".join(argv[1:])}')
     logging.set_verbosity(logging.INFO)
+    F = flags.FLAGS
     try:
-        if not _OUT.value:
+        if not F.out:
             raise UserError('--out is required')
         try:
-            labels = [int(n) for n in _LABELS.value]
+            labels = [int(n) for n in F.labels]
         except ValueError:
-            raise UserError(f'--labels must be whole numbers, got {_LABELS.value}') from None
-        summary = run_experiment(_DATASET.value, labels, _SEEDS.value,
-                                 generated=_GENERATED.value, classifier_steps=_CLF_STEPS.value,
-                                 cvae_steps=_CVAE_STEPS.value, vae_workdir=_VAE.value)
+            raise UserError(f'--labels must be whole numbers, got {F.labels}') from None
+        summary = run_experiment(F.dataset, labels, F.seeds,
+                                 generated=F.generated, classifier_steps=F.classifier_steps,
+                                 cvae_steps=F.cvae_steps, vae_workdir=F.vae)
     except UserError as e:
-        print(f'error: {e}', file=sys.stderr)
-        sys.exit(2)
-    out = Path(_OUT.value)
+        fail(str(e))
+    out = Path(F.out)
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / 'augmentation.json', json.dumps(summary, indent=2) + '\n')
     plot(summary, out / 'augmentation.png')
@@ -236,4 +238,5 @@ def main(argv) -> None:
 
 
 if __name__ == '__main__':
-    app.run(main)
+    define_flags()
+    app.run(main, flags_parser=parse_flags)

@@ -18,7 +18,6 @@ example key i of fold_in(·, m), so a rerun writes the same numbers.
 
 import dataclasses
 import functools
-import sys
 import time
 from typing import Any, Sequence
 
@@ -29,7 +28,7 @@ from absl import app, flags, logging
 
 from vae_jax import images
 from vae_jax.data.registry import train_and_evals
-from vae_jax.errors import UserError
+from vae_jax.errors import UserError, fail, parse_flags
 from vae_jax.evaluate import impute
 from vae_jax.evaluate.report import as_trained, complete, probe_sample
 from vae_jax.keys import EVAL, example_keys, run_keys
@@ -207,37 +206,41 @@ def table(results: dict[str, Any]) -> str:
     return '\n'.join(lines)
 
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'the run to evaluate')
-_MASKS = flags.DEFINE_list('masks', ['random:0.5', 'random:0.8', 'block:14', 'top', 'bottom'],
-                           'masks: random:P (each pixel missing with probability P), block:S '
-                           '(a centred S×S square), top, bottom (that half)')
-_METHODS = flags.DEFINE_list('methods', list(METHODS), 'imputation methods')
-_STEP = flags.DEFINE_integer('step', None, 'checkpoint step (default: the newest readable one)')
-_EXAMPLES = flags.DEFINE_integer('examples', 1000, 'test images (0: all)')
-_SAMPLES = flags.DEFINE_integer('samples', 1000, 'importance samples per image')
-_ITERATIONS = flags.DEFINE_integer('iterations', 300, 'iterations of each chain')
-_BURN_IN = flags.DEFINE_integer('burn_in', 100, 'iterations before a chain is averaged')
-_REFERENCE = flags.DEFINE_integer('reference_examples', 60_000,
-                                  'training images the baselines read')
-_BATCH = flags.DEFINE_integer('batch_size', 250, 'images imputed at once')
+
+def define_flags() -> None:
+    """The command's flags, defined only when it runs (the module stays importable beside
+    other commands)."""
+    flags.DEFINE_string('workdir', None, 'the run to evaluate')
+    flags.DEFINE_list('masks', ['random:0.5', 'random:0.8', 'block:14', 'top', 'bottom'],
+                      'masks: random:P (each pixel missing with probability P), block:S '
+                      '(a centred S×S square), top, bottom (that half)')
+    flags.DEFINE_list('methods', list(METHODS), 'imputation methods')
+    flags.DEFINE_integer('step', None, 'checkpoint step (default: the newest readable one)')
+    flags.DEFINE_integer('examples', 1000, 'test images (0: all)')
+    flags.DEFINE_integer('samples', 1000, 'importance samples per image')
+    flags.DEFINE_integer('iterations', 300, 'iterations of each chain')
+    flags.DEFINE_integer('burn_in', 100, 'iterations before a chain is averaged')
+    flags.DEFINE_integer('reference_examples', 60_000,
+                         'training images the baselines read')
+    flags.DEFINE_integer('batch_size', 250, 'images imputed at once')
 
 
 def main(argv) -> None:
     if len(argv) > 1:
-        print(f'error: unexpected arguments: {" ".join(argv[1:])}', file=sys.stderr)
-        sys.exit(2)
+        fail(f'unexpected arguments: {" ".join(argv[1:])}')
     logging.set_verbosity(logging.INFO)
+    F = flags.FLAGS
     try:
-        if not _WORKDIR.value:
+        if not F.workdir:
             raise UserError('--workdir is required')
-        settings = Settings(_EXAMPLES.value, _SAMPLES.value, _ITERATIONS.value, _BURN_IN.value,
-                            _REFERENCE.value, _BATCH.value)
-        results = impute_run(_WORKDIR.value, _MASKS.value, _METHODS.value, settings, _STEP.value)
+        settings = Settings(F.examples, F.samples, F.iterations, F.burn_in,
+                            F.reference_examples, F.batch_size)
+        results = impute_run(F.workdir, F.masks, F.methods, settings, F.step)
     except UserError as e:
-        print(f'error: {e}', file=sys.stderr)
-        sys.exit(2)
+        fail(str(e))
     print(table(results), flush=True)
 
 
 if __name__ == '__main__':
-    app.run(main)
+    define_flags()
+    app.run(main, flags_parser=parse_flags)

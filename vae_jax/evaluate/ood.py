@@ -23,7 +23,6 @@ each score's AUROC in each setting, images/ood_scores_<step>.png their histogram
 """
 
 import io
-import sys
 from typing import Any, Callable
 
 import numpy as np
@@ -33,7 +32,7 @@ from PIL import Image
 from vae_jax.data.registry import train_and_evals
 from vae_jax.data.subsets import BinarizedSource, ClassSubset
 from vae_jax.data.tfds_source import TfdsSource
-from vae_jax.errors import UserError
+from vae_jax.errors import UserError, fail, parse_flags
 from vae_jax.evaluate import downstream
 from vae_jax.evaluate.report import BINARY, OOD_DATASET, as_trained, complete, score_function
 from vae_jax.keys import EVAL, run_keys
@@ -184,29 +183,33 @@ def table(results: dict[str, Any]) -> str:
     return '\n'.join(lines)
 
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'the run to evaluate')
-_BACKGROUND = flags.DEFINE_string('background', None, 'the background run of the likelihood '
-                                  'ratio (trained with data.train_perturb)')
-_EXAMPLES = flags.DEFINE_integer('examples', 2000, 'in- and out-of-distribution images each')
-_K = flags.DEFINE_integer('k', 100, 'importance samples of the likelihood bound')
-_TRAIN = flags.DEFINE_integer('train_examples', 2000, 'training images for the typical −log p')
+
+def define_flags() -> None:
+    """The command's flags, defined only when it runs (the module stays importable beside
+    other commands)."""
+    flags.DEFINE_string('workdir', None, 'the run to evaluate')
+    flags.DEFINE_string('background', None, 'the background run of the likelihood '
+                        'ratio (trained with data.train_perturb)')
+    flags.DEFINE_integer('examples', 2000, 'in- and out-of-distribution images each')
+    flags.DEFINE_integer('k', 100, 'importance samples of the likelihood bound')
+    flags.DEFINE_integer('train_examples', 2000, 'training images for the typical −log p')
 
 
 def main(argv) -> None:
     if len(argv) > 1:
-        print(f'error: unexpected arguments: {" ".join(argv[1:])}', file=sys.stderr)
-        sys.exit(2)
+        fail(f'unexpected arguments: {" ".join(argv[1:])}')
     logging.set_verbosity(logging.INFO)
+    F = flags.FLAGS
     try:
-        if not _WORKDIR.value:
+        if not F.workdir:
             raise UserError('--workdir is required')
-        results = evaluate_ood(_WORKDIR.value, _BACKGROUND.value, _EXAMPLES.value, _K.value,
-                               _TRAIN.value)
+        results = evaluate_ood(F.workdir, F.background, F.examples, F.k,
+                               F.train_examples)
     except UserError as e:
-        print(f'error: {e}', file=sys.stderr)
-        sys.exit(2)
+        fail(str(e))
     print(table(results), flush=True)
 
 
 if __name__ == '__main__':
-    app.run(main)
+    define_flags()
+    app.run(main, flags_parser=parse_flags)

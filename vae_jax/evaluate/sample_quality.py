@@ -17,7 +17,6 @@ images of the run's test split (as the run reads them), and as many of its train
 against the same test images: the floor a perfect model reaches with that many samples. Section 'sample_quality' of results/eval_<step>.json (merged).
 """
 
-import sys
 from typing import Any, Sequence
 
 import jax
@@ -25,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
-from vae_jax.errors import UserError
+from vae_jax.errors import UserError, fail, parse_flags
 from vae_jax.evaluate import classifier
 from vae_jax.data.registry import train_and_evals
 from vae_jax.evaluate.report import as_trained, complete
@@ -169,30 +168,34 @@ def table(results: dict[str, Any]) -> str:
     return '\n'.join(lines)
 
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'the run to score')
-_TEMPERATURES = flags.DEFINE_list('temperatures', ['1.0'], 'prior temperatures')
-_SAMPLES = flags.DEFINE_integer('samples', 10_000, 'generated and test images compared')
-_STEP = flags.DEFINE_integer('step', None, 'checkpoint step (default: the newest readable one)')
+
+def define_flags() -> None:
+    """The command's flags, defined only when it runs (the module stays importable beside
+    other commands)."""
+    flags.DEFINE_string('workdir', None, 'the run to score')
+    flags.DEFINE_list('temperatures', ['1.0'], 'prior temperatures')
+    flags.DEFINE_integer('samples', 10_000, 'generated and test images compared')
+    flags.DEFINE_integer('step', None, 'checkpoint step (default: the newest readable one)')
 
 
 def main(argv) -> None:
     if len(argv) > 1:
-        print(f'error: unexpected arguments: {" ".join(argv[1:])}', file=sys.stderr)
-        sys.exit(2)
+        fail(f'unexpected arguments: {" ".join(argv[1:])}')
     logging.set_verbosity(logging.INFO)
+    F = flags.FLAGS
     try:
-        if not _WORKDIR.value:
+        if not F.workdir:
             raise UserError('--workdir is required')
         try:
-            temperatures = [float(t) for t in _TEMPERATURES.value]
+            temperatures = [float(t) for t in F.temperatures]
         except ValueError:
-            raise UserError(f'--temperatures must be numbers, got {_TEMPERATURES.value}') from None
-        results = score_run(_WORKDIR.value, temperatures, _SAMPLES.value, _STEP.value)
+            raise UserError(f'--temperatures must be numbers, got {F.temperatures}') from None
+        results = score_run(F.workdir, temperatures, F.samples, F.step)
     except UserError as e:
-        print(f'error: {e}', file=sys.stderr)
-        sys.exit(2)
+        fail(str(e))
     print(table(results), flush=True)
 
 
 if __name__ == '__main__':
-    app.run(main)
+    define_flags()
+    app.run(main, flags_parser=parse_flags)
