@@ -102,7 +102,8 @@ def settings(run: Run, examples: int) -> dict[str, tuple[dict, dict]]:
 
 def _check_background(run: Run, background: Run) -> None:
     a, b = run.config.data, background.config.data
-    if (a.name, a.binarize) != (b.name, b.binarize) or run.example_shape != background.example_shape:
+    if ((a.name, a.binarize) != (b.name, b.binarize)
+            or run.example_shape != background.example_shape):
         raise UserError(f'the background run models {b.name} (binarize={b.binarize!r}), the run '
                         f'{a.name} (binarize={a.binarize!r}): they must model the same data')
     if b.get('train_perturb', 0.0) <= 0:

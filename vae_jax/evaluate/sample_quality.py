@@ -14,7 +14,8 @@ on the features of the dataset's cached classifier (`classifier.feature_extracto
 The command scores `samples` draws of the prior at each temperature (a binary model's images
 are Bernoulli draws of its decoded means, as the test images are binary) against as many
 images of the run's test split (as the run reads them), and as many of its training images
-against the same test images: the floor a perfect model reaches with that many samples. Section 'sample_quality' of results/eval_<step>.json (merged).
+against the same test images: the floor a perfect model reaches with that many samples.
+Section 'sample_quality' of results/eval_<step>.json (merged).
 """
 
 from typing import Any, Sequence
