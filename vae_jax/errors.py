@@ -24,3 +24,21 @@ def parse_flags(argv):
         return flags.FLAGS(argv)
     except flags.Error as e:
         fail(f'{e} (see --helpfull)')
+
+
+def run_command(define_flags, body) -> None:
+    """Runs a `python -m` command: defines its flags, parses them (`parse_flags`), refuses
+    positional arguments, logs at INFO and runs `body()`, a `UserError` ending it with one
+    `error:` line."""
+    from absl import app, logging
+
+    def main(argv):
+        if len(argv) > 1:
+            fail(f'unexpected arguments: {" ".join(argv[1:])}')
+        logging.set_verbosity(logging.INFO)
+        try:
+            body()
+        except UserError as e:
+            fail(str(e))
+    define_flags()
+    app.run(main, flags_parser=parse_flags)

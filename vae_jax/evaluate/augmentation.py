@@ -30,10 +30,10 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
 from vae_jax import model_fns, steps
-from vae_jax.errors import UserError, fail, parse_flags
+from vae_jax.errors import UserError, run_command
 from vae_jax.evaluate import classifier
 from vae_jax.workdir import write_atomic
 
@@ -199,7 +199,6 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     fig.savefig(path)
 
 
-
 def define_flags() -> None:
     """The command's flags, defined only when it runs (the module stays importable beside
     other commands)."""
@@ -213,23 +212,17 @@ def define_flags() -> None:
     flags.DEFINE_string('out', None, 'where augmentation.json and augmentation.png go')
 
 
-def main(argv) -> None:
-    if len(argv) > 1:
-        fail(f'unexpected arguments: {" ".join(argv[1:])}')
-    logging.set_verbosity(logging.INFO)
+def main() -> None:
     F = flags.FLAGS
+    if not F.out:
+        raise UserError('--out is required')
     try:
-        if not F.out:
-            raise UserError('--out is required')
-        try:
-            labels = [int(n) for n in F.labels]
-        except ValueError:
-            raise UserError(f'--labels must be whole numbers, got {F.labels}') from None
-        summary = run_experiment(F.dataset, labels, F.seeds,
-                                 generated=F.generated, classifier_steps=F.classifier_steps,
-                                 cvae_steps=F.cvae_steps, vae_workdir=F.vae)
-    except UserError as e:
-        fail(str(e))
+        labels = [int(n) for n in F.labels]
+    except ValueError:
+        raise UserError(f'--labels must be whole numbers, got {F.labels}') from None
+    summary = run_experiment(F.dataset, labels, F.seeds,
+                             generated=F.generated, classifier_steps=F.classifier_steps,
+                             cvae_steps=F.cvae_steps, vae_workdir=F.vae)
     out = Path(F.out)
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / 'augmentation.json', json.dumps(summary, indent=2) + '\n')
@@ -238,5 +231,4 @@ def main(argv) -> None:
 
 
 if __name__ == '__main__':
-    define_flags()
-    app.run(main, flags_parser=parse_flags)
+    run_command(define_flags, main)

@@ -24,11 +24,11 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
 from vae_jax import images
 from vae_jax.data.registry import train_and_evals
-from vae_jax.errors import UserError, fail, parse_flags
+from vae_jax.errors import UserError, run_command
 from vae_jax.evaluate import impute
 from vae_jax.evaluate.report import as_trained, complete, probe_sample
 from vae_jax.keys import EVAL, example_keys, run_keys
@@ -206,7 +206,6 @@ def table(results: dict[str, Any]) -> str:
     return '\n'.join(lines)
 
 
-
 def define_flags() -> None:
     """The command's flags, defined only when it runs (the module stays importable beside
     other commands)."""
@@ -225,22 +224,15 @@ def define_flags() -> None:
     flags.DEFINE_integer('batch_size', 250, 'images imputed at once')
 
 
-def main(argv) -> None:
-    if len(argv) > 1:
-        fail(f'unexpected arguments: {" ".join(argv[1:])}')
-    logging.set_verbosity(logging.INFO)
+def main() -> None:
     F = flags.FLAGS
-    try:
-        if not F.workdir:
-            raise UserError('--workdir is required')
-        settings = Settings(F.examples, F.samples, F.iterations, F.burn_in,
-                            F.reference_examples, F.batch_size)
-        results = impute_run(F.workdir, F.masks, F.methods, settings, F.step)
-    except UserError as e:
-        fail(str(e))
+    if not F.workdir:
+        raise UserError('--workdir is required')
+    settings = Settings(F.examples, F.samples, F.iterations, F.burn_in,
+                        F.reference_examples, F.batch_size)
+    results = impute_run(F.workdir, F.masks, F.methods, settings, F.step)
     print(table(results), flush=True)
 
 
 if __name__ == '__main__':
-    define_flags()
-    app.run(main, flags_parser=parse_flags)
+    run_command(define_flags, main)

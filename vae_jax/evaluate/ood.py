@@ -26,13 +26,13 @@ import io
 from typing import Any, Callable
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 from PIL import Image
 
 from vae_jax.data.registry import train_and_evals
 from vae_jax.data.subsets import BinarizedSource, ClassSubset
 from vae_jax.data.tfds_source import TfdsSource
-from vae_jax.errors import UserError, fail, parse_flags
+from vae_jax.errors import UserError, run_command
 from vae_jax.evaluate import downstream
 from vae_jax.evaluate.report import BINARY, OOD_DATASET, as_trained, complete, score_function
 from vae_jax.keys import EVAL, run_keys
@@ -184,7 +184,6 @@ def table(results: dict[str, Any]) -> str:
     return '\n'.join(lines)
 
 
-
 def define_flags() -> None:
     """The command's flags, defined only when it runs (the module stays importable beside
     other commands)."""
@@ -196,21 +195,14 @@ def define_flags() -> None:
     flags.DEFINE_integer('train_examples', 2000, 'training images for the typical −log p')
 
 
-def main(argv) -> None:
-    if len(argv) > 1:
-        fail(f'unexpected arguments: {" ".join(argv[1:])}')
-    logging.set_verbosity(logging.INFO)
+def main() -> None:
     F = flags.FLAGS
-    try:
-        if not F.workdir:
-            raise UserError('--workdir is required')
-        results = evaluate_ood(F.workdir, F.background, F.examples, F.k,
-                               F.train_examples)
-    except UserError as e:
-        fail(str(e))
+    if not F.workdir:
+        raise UserError('--workdir is required')
+    results = evaluate_ood(F.workdir, F.background, F.examples, F.k,
+                           F.train_examples)
     print(table(results), flush=True)
 
 
 if __name__ == '__main__':
-    define_flags()
-    app.run(main, flags_parser=parse_flags)
+    run_command(define_flags, main)

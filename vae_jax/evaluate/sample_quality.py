@@ -23,9 +23,9 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
-from vae_jax.errors import UserError, fail, parse_flags
+from vae_jax.errors import UserError, run_command
 from vae_jax.evaluate import classifier
 from vae_jax.data.registry import train_and_evals
 from vae_jax.evaluate.report import as_trained, complete
@@ -169,7 +169,6 @@ def table(results: dict[str, Any]) -> str:
     return '\n'.join(lines)
 
 
-
 def define_flags() -> None:
     """The command's flags, defined only when it runs (the module stays importable beside
     other commands)."""
@@ -179,24 +178,17 @@ def define_flags() -> None:
     flags.DEFINE_integer('step', None, 'checkpoint step (default: the newest readable one)')
 
 
-def main(argv) -> None:
-    if len(argv) > 1:
-        fail(f'unexpected arguments: {" ".join(argv[1:])}')
-    logging.set_verbosity(logging.INFO)
+def main() -> None:
     F = flags.FLAGS
+    if not F.workdir:
+        raise UserError('--workdir is required')
     try:
-        if not F.workdir:
-            raise UserError('--workdir is required')
-        try:
-            temperatures = [float(t) for t in F.temperatures]
-        except ValueError:
-            raise UserError(f'--temperatures must be numbers, got {F.temperatures}') from None
-        results = score_run(F.workdir, temperatures, F.samples, F.step)
-    except UserError as e:
-        fail(str(e))
+        temperatures = [float(t) for t in F.temperatures]
+    except ValueError:
+        raise UserError(f'--temperatures must be numbers, got {F.temperatures}') from None
+    results = score_run(F.workdir, temperatures, F.samples, F.step)
     print(table(results), flush=True)
 
 
 if __name__ == '__main__':
-    define_flags()
-    app.run(main, flags_parser=parse_flags)
+    run_command(define_flags, main)

@@ -30,10 +30,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import app, flags, logging
+from absl import flags, logging
 
 from vae_jax import keys as keys_lib, model_fns
-from vae_jax.errors import UserError, fail, parse_flags
+from vae_jax.errors import UserError, run_command
 from vae_jax.evaluate.augmentation import labelled_subset
 from vae_jax.workdir import write_atomic
 
@@ -192,7 +192,6 @@ def run_experiment(labels: int, seeds: int, steps: int, m1: str | None = None,
             'published': {'M2': (11.97, 1.71), 'M1+M2': (3.33, 0.14)}['M1+M2' if m1 else 'M2']}
 
 
-
 def define_flags() -> None:
     """The command's flags, defined only when it runs (the module stays importable beside
     other commands)."""
@@ -204,26 +203,19 @@ def define_flags() -> None:
     flags.DEFINE_string('out', None, 'where semi_supervised.json goes')
 
 
-def main(argv) -> None:
-    if len(argv) > 1:
-        fail(f'unexpected arguments: {" ".join(argv[1:])}')
-    logging.set_verbosity(logging.INFO)
+def main() -> None:
     F = flags.FLAGS
-    try:
-        if not F.out:
-            raise UserError('--out is required')
-        summary = run_experiment(F.labels, F.seeds, F.steps, F.m1)
-    except UserError as e:
-        fail(str(e))
+    if not F.out:
+        raise UserError('--out is required')
+    summary = run_experiment(F.labels, F.seeds, F.steps, F.m1)
     out = Path(F.out)
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / 'semi_supervised.json', json.dumps(summary, indent=2) + '\n')
     pub = summary['published']
     print(f"{summary['model']}, {summary['labels']} labels, {summary['steps']} steps: test error "
-          f"{100 * summary['test_error_mean']:.2f} % ± {100 * summary['test_error_std']:.2f} "
-          f"({summary['seeds']} seeds); Kingma et al. 2014: {pub[0]} % ± {pub[1]}", flush=True)
+      f"{100 * summary['test_error_mean']:.2f} % ± {100 * summary['test_error_std']:.2f} "
+      f"({summary['seeds']} seeds); Kingma et al. 2014: {pub[0]} % ± {pub[1]}", flush=True)
 
 
 if __name__ == '__main__':
-    define_flags()
-    app.run(main, flags_parser=parse_flags)
+    run_command(define_flags, main)
