@@ -86,3 +86,29 @@ def test_ood_command_on_trained_runs(tfds_dir, tiny_mnist_config, tmp_path_facto
         train.train_and_evaluate(tiny_mnist_config(tfds_dir, **{
             'data.binarize': 'none', 'model.likelihood': 'gaussian', 'num_steps': 2}), other)
         ood.evaluate_ood(str(run_dir), str(other), examples=10, k=2, train_examples=10)
+
+
+def test_perturbed_pixels_are_fixed_noise_at_the_rate():
+    from vae_jax.data.subsets import PerturbedPixels
+
+    class Grey:
+        num_examples, example_shape, num_classes = 50, (10, 10, 1), 0
+
+        def get_batch(self, indices):
+            n = len(indices)
+            return {'image': np.full((n, 10, 10, 1), 0.25, np.float32),
+                    'label': np.zeros(n, np.int32)}
+
+    class Blank(Grey):
+        def get_batch(self, indices):
+            batch = super().get_batch(indices)
+            return dict(batch, image=np.zeros_like(batch['image']))
+
+    grey = PerturbedPixels(Grey(), 0.3).get_batch(np.arange(50))['image']
+    changed = grey != 0.25
+    assert abs(changed.mean() - 0.3) < 0.03                        # 5,000 pixels
+    np.testing.assert_array_equal(PerturbedPixels(Grey(), 0.3).get_batch([7, 2])['image'],
+                                  grey[[7, 2]])                      # fixed per example
+    binary = PerturbedPixels(Blank(), 0.3).get_batch(np.arange(50))['image']
+    assert set(np.unique(binary)) == {0.0, 1.0}                     # binary data: random bits
+    assert abs(binary.mean() - 0.15) < 0.02                          # half the noise is a 1

@@ -98,15 +98,8 @@ def _binarize(key, images, indices):
     return keys.binarize(keys.example_keys(key, indices), images)
 
 
-class MissingPixels:
-    """`source` with each image missing a fixed random fraction `rate` of its pixels (NaN):
-    data missing completely at random, as in Mattei & Frellsen 2019's MIWAE experiments.
-
-    Example i lacks the pixels drawn by numpy's default_rng([keys.MISSING_PIXELS, i]), each
-    missing with probability `rate` (all channels of a pixel together): the same pixels in
-    every epoch, run and seed, so the model never sees them. Only objectives that read NaN as
-    "missing" train on it (`Objective.missing_data`).
-    """
+class _PerPixel:
+    """A source whose images a fixed per-example draw changes, pixel by pixel, at `rate`."""
 
     def __init__(self, source, rate: float):
         self.source, self.rate = source, float(rate)
@@ -115,7 +108,18 @@ class MissingPixels:
         self.num_classes = source.num_classes
 
     def __repr__(self):
-        return f'MissingPixels({self.source!r}, rate={self.rate})'
+        return f'{type(self).__name__}({self.source!r}, rate={self.rate})'
+
+
+class MissingPixels(_PerPixel):
+    """`source` with each image missing a fixed random fraction `rate` of its pixels (NaN):
+    data missing completely at random, as in Mattei & Frellsen 2019's MIWAE experiments.
+
+    Example i lacks the pixels drawn by numpy's default_rng([keys.MISSING_PIXELS, i]), each
+    missing with probability `rate` (all channels of a pixel together): the same pixels in
+    every epoch, run and seed, so the model never sees them. Only objectives that read NaN as
+    "missing" train on it (`Objective.missing_data`).
+    """
 
     def observed(self, indices) -> np.ndarray:
         """bool [n, *example_shape]: True where example indices[n] has its pixel."""
@@ -132,7 +136,7 @@ class MissingPixels:
         return batch
 
 
-class PerturbedPixels:
+class PerturbedPixels(_PerPixel):
     """`source` with each pixel replaced, with probability `rate`, by a uniform random value
     (a random bit when the source's images are binary): the training data of the background
     model of Ren et al. 2019's likelihood ratio, which learns the population's low-level
@@ -140,15 +144,6 @@ class PerturbedPixels:
     [keys.PERTURBED_PIXELS, i]) and is fixed (Ren et al. redraw it every time; a fixed draw
     keeps the source a pure function of the index, as every `Source`).
     """
-
-    def __init__(self, source, rate: float):
-        self.source, self.rate = source, float(rate)
-        self.num_examples = source.num_examples
-        self.example_shape = tuple(source.example_shape)
-        self.num_classes = source.num_classes
-
-    def __repr__(self):
-        return f'PerturbedPixels({self.source!r}, rate={self.rate})'
 
     def get_batch(self, indices) -> dict:
         batch = dict(self.source.get_batch(indices))
