@@ -11,7 +11,8 @@ images, and `python -m vae_jax.evaluate.imputation` completes damaged test image
     python -m vae_jax.evaluate.imputation --workdir=runs/m50 --masks=random:0.5
 
 Arguments (checked against `ARGS`: experiments/iwae.py's and `missing`): `missing=P`
-(default 0.5), `k=K` (default 5), `epochs=E` (default 30).
+(default 0.5), `k=K` (default 5), `epochs=E` (default 30); `seeds=N` is accepted, as vae.py's,
+and unused: this file defines no sweep.
 """
 
 from experiments import iwae
