@@ -105,3 +105,10 @@ def test_training_on_half_missing_mnist(tfds_dir, tiny_mnist_config, tmp_path):
     assert all(abs(r['observed_fraction'] - 0.5) < 0.05 for r in trained)
     evals = [r for r in rows if r['split'] == 'eval']
     assert evals and all(np.isfinite(r['neg_elbo']) for r in evals)
+    # Imputing with it: the encoder reads zeros at missing pixels, as in training.
+    from vae_jax.evaluate import imputation
+    results = imputation.impute_run(str(tmp_path), ['random:0.5'], ['importance', 'pseudo_gibbs'],
+                                    imputation.Settings(examples=8, samples=4, iterations=3,
+                                                        burn_in=1, reference_examples=50))
+    assert (results['fill'], results['warm_start']) == ('zero', False)
+    assert list(results['masks']['random:0.5']) == ['importance', 'pseudo_gibbs']

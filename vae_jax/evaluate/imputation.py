@@ -148,19 +148,25 @@ def impute_run(workdir: str, masks: Sequence[str], methods: Sequence[str] = METH
     pixel_mean = ref.mean(0)
     binary = bool(np.isin(x, (0.0, 1.0)).all())
     samplers = _samplers(run, settings)
-    if settings.warm_start and 'pseudo_gibbs' in methods:  # it runs first: the others start from it
+    # A model trained on incomplete images (data.train_missing, missing_iwae) has an encoder
+    # that reads 0 at a missing pixel: its proposal is q(z | x with zeros), as in training.
+    incomplete = config.data.get('train_missing', 0.0) > 0
+    fill_value = np.zeros_like(ref[0]) if incomplete else ref.mean(0)
+    warm_start = settings.warm_start and not incomplete
+    if warm_start and 'pseudo_gibbs' in methods:  # it runs first: the others start from it
         methods = ['pseudo_gibbs'] + [m for m in methods if m != 'pseudo_gibbs']
     key = jax.random.fold_in(eval_key, IMPUTE)
     results: dict[str, Any] = {
         'examples': n, 'reference_examples': len(ref), 'samples': settings.samples,
         'iterations': settings.iterations, 'burn_in': settings.burn_in, 'binary': binary,
+        'fill': 'zero' if incomplete else 'training pixel mean', 'warm_start': warm_start,
         'masks': {}}
     pictures = {}
     for m, spec in enumerate(masks):
         keys = example_keys(jax.random.fold_in(key, m), jnp.arange(n))
         mask = np.asarray(impute.make_masks(keys, spec, run.example_shape))
         section, completions = {}, {}
-        fill = np.broadcast_to(pixel_mean, x.shape)
+        fill = np.broadcast_to(fill_value, x.shape)
         for method in methods:
             start = time.perf_counter()
             extra = {}
@@ -172,7 +178,7 @@ def impute_run(workdir: str, masks: Sequence[str], methods: Sequence[str] = METH
                 out = _run_sampler(samplers[method], x, mask, y, keys, fill,
                                    settings.batch_size)
                 imputed = out.pop('imputed')
-                if method == 'pseudo_gibbs' and settings.warm_start:
+                if method == 'pseudo_gibbs' and warm_start:
                     fill = imputed  # the proposal's input and the chain's start of the others
                 extra = {k: float(np.mean(v)) for k, v in out.items()}
             section[method] = dict(impute.imputation_scores(x, imputed, mask, binary), **extra,
