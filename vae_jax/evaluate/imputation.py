@@ -151,7 +151,7 @@ def impute_run(workdir: str, masks: Sequence[str], methods: Sequence[str] = METH
     # A model trained on incomplete images (data.train_missing, missing_iwae) has an encoder
     # that reads 0 at a missing pixel: its proposal is q(z | x with zeros), as in training.
     incomplete = config.data.get('train_missing', 0.0) > 0
-    fill_value = np.zeros_like(ref[0]) if incomplete else ref.mean(0)
+    fill_value = np.zeros_like(pixel_mean) if incomplete else pixel_mean
     warm_start = settings.warm_start and not incomplete
     if warm_start and 'pseudo_gibbs' in methods:  # it runs first: the others start from it
         methods = ['pseudo_gibbs'] + [m for m in methods if m != 'pseudo_gibbs']
@@ -228,6 +228,8 @@ def define_flags() -> None:
     flags.DEFINE_integer('reference_examples', 60_000,
                          'training images the baselines read')
     flags.DEFINE_integer('batch_size', 250, 'images imputed at once')
+    flags.DEFINE_bool('warm_start', True, 'start the chains, and feed the importance sampler\'s '
+                      'encoder, from the pseudo-Gibbs completion')
 
 
 def main() -> None:
@@ -235,7 +237,7 @@ def main() -> None:
     if not F.workdir:
         raise UserError('--workdir is required')
     settings = Settings(F.examples, F.samples, F.iterations, F.burn_in,
-                        F.reference_examples, F.batch_size)
+                        F.reference_examples, F.batch_size, F.warm_start)
     results = impute_run(F.workdir, F.masks, F.methods, settings, F.step)
     print(table(results), flush=True)
 

@@ -27,7 +27,6 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 from absl import flags, logging
@@ -52,15 +51,12 @@ class Classifier(nn.Module):
 
 
 def model_config(latents: int = 50, hidden: int = 500, likelihood: str = 'bernoulli'):
-    c = ml_collections.ConfigDict(model_fns_defaults())
+    """The base config's model section as a CVAE MLP with softplus units."""
+    from vae_jax.configs import base_config
+    c = base_config().model
     c.hidden, c.latents, c.conditional, c.likelihood = (hidden,), latents, True, likelihood
     c.activation = 'softplus'
     return c
-
-
-def model_fns_defaults() -> dict:
-    from vae_jax.configs import base_config
-    return base_config().model.to_dict()
 
 
 def labelled_loss(params, x, y, keys, *, fns, num_classes: int) -> jax.Array:
