@@ -38,9 +38,9 @@ BINARY = ('binarized_mnist',)
 
 
 class Net(nn.Module):
-    """dense 512 - dense 128 (the features) - dense classes, ReLU. An MLP: on the 2-core CPU
-    2,000 steps took 7 s against 470 s for a two-conv-layer net (XLA:CPU's convolution
-    gradients are slow), and it reaches 97.9 % on the MNIST test set."""
+    """dense 512 - dense 128 (the features) - dense classes, ReLU. An MLP rather than a convnet:
+    XLA:CPU's convolution gradients are slow, and the MLP trains in seconds on a CPU. Its test
+    accuracy is recorded beside the cached parameters (97.44 % on binarized MNIST)."""
     num_classes: int
 
     @nn.compact

@@ -133,7 +133,7 @@ def score_run(workdir: str, temperatures: Sequence[float] = (1.0,), samples: int
         raise UserError(f'sample quality needs image data; {run.config.data.name} examples have '
                         f'shape {run.example_shape}')
     params, info = classifier.feature_extractor(run.config.data)
-    classes = classifier.data_sources(run.config.data)[0].num_classes
+    classes = params['Dense_2']['bias'].shape[0]  # the classifier's output layer
     # The images the run was trained and is evaluated on (a dynamically binarized run's fixed
     # draws), as every evaluation reads them.
     eval_key = run_keys(run.config.seed)[EVAL]
