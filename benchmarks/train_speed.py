@@ -43,9 +43,9 @@ from vae_jax.steps import create_train_state, hyperparams, pmapped_steps, replic
 
 try:
     import torch
-    from torch import nn
-except ImportError:  # Only this benchmark needs it.
-    sys.exit('benchmarks/train_speed.py needs PyTorch: pip install torch (the CPU wheel)')
+    from torch_models import TorchConv, TorchHVAE, TorchMLP, TorchVampPrior, bernoulli_log_lik
+except ImportError:  # Only the benchmarks need it; main() refuses to run without it.
+    torch = None  # the module still imports: accelerator_check.py then times JAX alone
 
 # Model name -> (experiment config, example shape, target for JAX/PyTorch steps/s, or None
 # when there is no PyTorch reference).
@@ -100,109 +100,19 @@ class JaxRunner:
         return float(metrics['loss'][0])
 
 
-class TorchMLP(nn.Module):
-    def __init__(self, pixels=784, hidden=500, latents=20):
-        super().__init__()
-        self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(pixels, hidden), nn.ReLU(),
-                                     nn.Linear(hidden, 2 * latents))
-        self.decoder = nn.Sequential(nn.Linear(latents, hidden), nn.ReLU(),
-                                     nn.Linear(hidden, pixels))
-
-
-class TorchConv(nn.Module):
-    """Burgess et al. (2018) / disentanglement_lib, decoder as in PyTorch-VAE (ConvTranspose2d)."""
-
-    def __init__(self, latents=10):
-        super().__init__()
-        conv = lambda i, o: nn.Conv2d(i, o, 4, 2, 1)
-        up = lambda i, o: nn.ConvTranspose2d(i, o, 4, 2, 1)
-        self.encoder = nn.Sequential(
-            conv(1, 32), nn.ReLU(), conv(32, 32), nn.ReLU(), conv(32, 64), nn.ReLU(),
-            conv(64, 64), nn.ReLU(), nn.Flatten(), nn.Linear(1024, 256), nn.ReLU(),
-            nn.Linear(256, 2 * latents))
-        self.decoder = nn.Sequential(
-            nn.Linear(latents, 256), nn.ReLU(), nn.Linear(256, 1024), nn.ReLU(),
-            nn.Unflatten(1, (64, 4, 4)), up(64, 64), nn.ReLU(), up(64, 32), nn.ReLU(),
-            up(32, 32), nn.ReLU(), up(32, 1))
-
-
-def _gaussian_log_prob(z, mean, logvar):
-    return -0.5 * (((z - mean) ** 2) * torch.exp(-logvar) + logvar + np.log(2 * np.pi)).sum(-1)
-
-
-def _bernoulli_log_lik(x, logits):
-    return -nn.functional.binary_cross_entropy_with_logits(
-        logits, x, reduction='none').flatten(1).sum(1)
-
-
-class TorchHVAE(nn.Module):
-    """Burda et al.'s two stochastic layers, as vae_jax.hierarchies.HVAE: tanh MLPs."""
-
-    def __init__(self):
-        super().__init__()
-        mlp = lambda i, w, o: nn.Sequential(nn.Linear(i, w), nn.Tanh(), nn.Linear(w, w),
-                                            nn.Tanh(), nn.Linear(w, o))
-        self.q0, self.q1 = mlp(784, 200, 200), mlp(100, 100, 100)
-        self.p0, self.dec = mlp(50, 100, 200), mlp(100, 200, 784)
-
-    def loss(self, x):
-        x = x.flatten(1)
-        m1, v1 = self.q0(x).chunk(2, -1)
-        h1 = m1 + torch.exp(0.5 * v1) * torch.randn_like(m1)
-        m2, v2 = self.q1(h1).chunk(2, -1)
-        h2 = m2 + torch.exp(0.5 * v2) * torch.randn_like(m2)
-        pm, pv = self.p0(h2).chunk(2, -1)
-        log_w = (_bernoulli_log_lik(x, self.dec(h1)) + _gaussian_log_prob(h1, pm, pv)
-                 + _gaussian_log_prob(h2, torch.zeros_like(h2), torch.zeros_like(h2))
-                 - _gaussian_log_prob(h1, m1, v1) - _gaussian_log_prob(h2, m2, v2))
-        return -log_w.mean()
-
-
-class Gated(nn.Module):
-    def __init__(self, i, o):
-        super().__init__()
-        self.h, self.g = nn.Linear(i, o), nn.Linear(i, o)
-
-    def forward(self, x):
-        return self.h(x) * torch.sigmoid(self.g(x))
-
-
-class TorchVampPrior(nn.Module):
-    """Gated 300-300 encoder/decoder, 40 latents, K = 500 pseudo-inputs (the vampprior.py
-    model), with the warm-up's β at 1."""
-
-    def __init__(self, k=500, latents=40):
-        super().__init__()
-        self.enc = nn.Sequential(Gated(784, 300), Gated(300, 300))
-        self.mean, self.logvar = nn.Linear(300, latents), nn.Linear(300, latents)
-        self.dec = nn.Sequential(Gated(latents, 300), Gated(300, 300), nn.Linear(300, 784))
-        self.u = nn.Parameter(0.05 + 0.01 * torch.randn(k, 784))
-
-    def encode(self, x):
-        h = self.enc(x)
-        return self.mean(h), torch.clamp(self.logvar(h), -6.0, 2.0)
-
-    def loss(self, x):
-        x = x.flatten(1)
-        mean, logvar = self.encode(x)
-        z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
-        pm, pv = self.encode(torch.clamp(self.u, 0.0, 1.0))  # [K, z]
-        log_p = torch.logsumexp(_gaussian_log_prob(z[:, None], pm[None], pv[None]), 1)
-        log_p = log_p - np.log(len(pm))
-        kl = _gaussian_log_prob(z, mean, logvar) - log_p
-        return (-_bernoulli_log_lik(x, self.dec(z)) + kl).mean()
-
-
 class TorchRunner:
-    def __init__(self, config, name, batches):
+    """The PyTorch reference of model `name`, trained on `device` ('cpu', 'cuda', ...)."""
+
+    def __init__(self, config, name, batches, device='cpu'):
         torch.manual_seed(0)
+        self.device = torch.device(device)
         self.model = {'mlp': TorchMLP, 'conv': lambda: TorchConv(config.model.latents),
-                      'hvae': TorchHVAE, 'vampprior': TorchVampPrior}[name]()
+                      'hvae': TorchHVAE, 'vampprior': TorchVampPrior}[name]().to(self.device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=config.optim.learning_rate)
         self.beta = config.objective.beta
         # NCHW (PyTorch's layout) for the conv net; the MLP flattens either way.
         self.batches = [torch.from_numpy(b['image']).permute(0, 3, 1, 2).contiguous()
-                        for b in batches]
+                        .to(self.device) for b in batches]
 
     def train_step(self, x):
         if hasattr(self.model, 'loss'):
@@ -212,7 +122,7 @@ class TorchRunner:
             z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
             logits = self.model.decoder(z).reshape(x.shape)
             kl = 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar)
-            loss = (-_bernoulli_log_lik(x, logits) + self.beta * kl.sum(1)).mean()
+            loss = (-bernoulli_log_lik(x, logits) + self.beta * kl.sum(1)).mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -221,37 +131,50 @@ class TorchRunner:
     def run(self, n):
         for i in range(n):
             loss = self.train_step(self.batches[i % NUM_BATCHES])
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)  # kernels run asynchronously, as JAX's do
         return loss.item()
 
 
-def benchmark(name, rounds, block_s):
-    """({framework: [steps/s per round]}, {framework: [other processes' cores]}, batch)."""
+def benchmark(name, rounds, block_s, device='cpu', idle_wait_s=15.0, deadline=None):
+    """({framework: [steps/s per round]}, {framework: [other processes' cores]}, batch,
+    {framework: seconds of the first step, compilation included}).
+
+    PyTorch runs on `device` (JAX on its default backend's first device), and only where it is
+    installed. With a `deadline` (a time.perf_counter() value), rounds stop once the next one
+    would end past it; the first round always runs.
+    """
     filename, shape, _ = MODELS[name]
     config = load_config(filename)
     batches = host_batches(config.batch_size, shape)
     runners = {'jax': JaxRunner(config, shape, batches)}
-    if MODELS[name][2] is not None:
-        runners['torch'] = TorchRunner(config, name, batches)
-    steps = {}
+    if MODELS[name][2] is not None and torch is not None:
+        runners['torch'] = TorchRunner(config, name, batches, device)
+    steps, first = {}, {}
     for fw, runner in runners.items():
         t0 = time.perf_counter()
         runner.run(1)
-        first = time.perf_counter() - t0
+        first[fw] = time.perf_counter() - t0
         runner.run(5)  # settle allocators and caches
-        wait_for_idle(15)
+        wait_for_idle(idle_wait_s)
         steps[fw] = block_size(runner.run, block_s)  # same wall time per block for both
         loss = runner.run(1)
-        print(f'  {name} {fw}: first step (compile) {first:.2f} s, {steps[fw]} steps per '
+        print(f'  {name} {fw}: first step (compile) {first[fw]:.2f} s, {steps[fw]} steps per '
               f'block, loss {loss:.1f}', flush=True)
         assert np.isfinite(loss), f'{name} {fw} loss is {loss}'
     rates = {fw: [] for fw in runners}
     load = {fw: [] for fw in runners}
+    round_s = len(runners) * (block_s + idle_wait_s)  # a guess until one round is timed
     for r in range(rounds):
+        if r and deadline is not None and time.perf_counter() + round_s > deadline:
+            break
+        t0 = time.perf_counter()
         order = list(runners) if r % 2 == 0 else list(runners)[::-1]  # no fixed first mover
         for fw in order:
-            wait_for_idle(15)  # a busy shared machine slows OpenMP (torch) more than XLA
+            wait_for_idle(idle_wait_s)  # a busy shared machine slows OpenMP (torch) more than XLA
             rates[fw].append(timed(runners[fw].run, steps[fw], load[fw]))
-    return rates, load, config.batch_size
+        round_s = time.perf_counter() - t0
+    return rates, load, config.batch_size, first
 
 
 def main():
@@ -260,6 +183,8 @@ def main():
     parser.add_argument('--quick', action='store_true', help='3 rounds of ~0.5 s blocks')
     parser.add_argument('--rounds', type=int, default=None)
     args = parser.parse_args()
+    if torch is None:
+        sys.exit('benchmarks/train_speed.py needs PyTorch: pip install torch (the CPU wheel)')
     names = [m.strip() for m in args.models.split(',') if m.strip()]
     unknown = set(names) - set(MODELS)
     if unknown:
@@ -271,7 +196,7 @@ def main():
           f'torch.get_num_threads() = {torch.get_num_threads()}, {rounds} rounds')
     rows, loads = [], []
     for name in names:
-        rates, load, batch = benchmark(name, rounds, block_s)
+        rates, load, batch, _ = benchmark(name, rounds, block_s)
         med = {fw: statistics.median(r) for fw, r in rates.items()}
         ratio = med['jax'] / med['torch'] if 'torch' in med else None
         rows.append((name, batch, rates, load, ratio, MODELS[name][2]))

@@ -7,6 +7,10 @@ helpers several test files share, each exposed as a fixture:
   tiny_toy2d_config  tiny_toy2d_config(): experiments/toy2d.py shrunk to 6 steps, locked
   launch             launch(*args, env_extra=None, devices=2, fault=None): launch.py in a subprocess
   tensorboard_tags   tensorboard_tags(workdir): the set of tags in a workdir's event files
+
+and $VAE_JAX_CACHE points at a folder of this test session (shared by its xdist workers and
+the processes they start), so decoded datasets are reused within the session and no test
+writes to ~/.cache.
 """
 
 import os
@@ -15,8 +19,10 @@ from pathlib import Path
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=4').strip()
 
+import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -44,6 +50,19 @@ def pytest_runtest_setup(item):
         reason = _tfds_missing_reason(item.nodeid)
         if reason:
             pytest.skip(reason)
+
+
+def pytest_configure(config):
+    """$VAE_JAX_CACHE for the whole session, before any test module imports vae_jax (which
+    points JAX's compilation cache there): one temporary folder that the xdist workers and the
+    processes they start inherit, removed at the end. Tests that need their own folder set it
+    with monkeypatch."""
+    if os.environ.get('PYTEST_XDIST_WORKER') or os.environ.get('VAE_JAX_TEST_CACHE_SET'):
+        return
+    folder = tempfile.mkdtemp(prefix='vae_jax_test_cache_')
+    os.environ['VAE_JAX_CACHE'] = folder
+    os.environ['VAE_JAX_TEST_CACHE_SET'] = '1'
+    config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
 
 
 @pytest.fixture(scope='session')

@@ -73,28 +73,29 @@ def test_binarized_mnist_is_exactly_binary_without_labels():
 
 
 @needs_tfds
-def test_tfds_source_decodes_each_example_once():
-    # A split no other test reads: sources of the same split share one decoded cache.
+def test_tfds_source_loads_the_split_once():
+    # A split no other test reads: sources of the same split share one decoded copy.
+    # (tests/test_data_cache.py tests the cache folder that later processes read it from.)
     src = TfdsSource('mnist', 'test[:37]', data_dir=TFDS_DIR)
+    assert src.num_cached == 0 and src.from_cache is None
     first = src.get_batch(np.array([3, 1, 3, 2]))
-    assert src.num_cached == 3
+    assert src.num_cached == 37 and src.load_seconds >= 0  # The whole split, at once.
 
     class Unreadable:
         def __getitems__(self, keys):
-            raise AssertionError(f'decoded cached examples again: {keys}')
+            raise AssertionError(f'decoded again: {keys}')
 
-    decoder, src._source = src._source, Unreadable()
-    again = src.get_batch(np.array([1, 2, 3, 3]))  # Cached: pure numpy.
+    records, src._records = src._records, Unreadable()
+    again = src.get_batch(np.array([1, 2, 3, 3]))  # Loaded: pure numpy.
     np.testing.assert_array_equal(again['image'], first['image'][[1, 3, 0, 2]])
     np.testing.assert_array_equal(again['label'], first['label'][[1, 3, 0, 2]])
-    with pytest.raises(AssertionError, match=r'\[4\]'):  # Only the missing one is decoded.
-        src.get_batch(np.array([1, 4]))
+    assert src.get_batch(np.array([36]))['image'].shape == (1, 28, 28, 1)
     twin = TfdsSource('mnist', 'test[:37]', data_dir=TFDS_DIR)
-    twin._source = Unreadable()
+    twin._records = Unreadable()
     np.testing.assert_array_equal(twin.get_batch(np.array([3]))['image'], first['image'][:1])
-    src._source = decoder
+    src._records = records
     with pytest.raises(IndexError):
-        src.get_batch(np.array([10000]))
+        src.get_batch(np.array([37]))
 
 
 def test_missing_dataset_is_one_user_error_naming_data_dir(tmp_path):

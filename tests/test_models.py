@@ -101,24 +101,3 @@ def test_subpixel_layer_represents_a_4x4_stride2_transposed_conv_exactly():
     got = layer.apply(params, jnp.asarray(x, jnp.float32))
     np.testing.assert_allclose(got, _transposed_conv_reference(x, wt), rtol=1e-4, atol=1e-4)
 
-
-@pytest.mark.parametrize('shape,kernel', [((2, 16, 16, 3), 4), ((2, 7, 9, 2), 4), ((1, 12, 12, 2), 6)])
-def test_strided_conv_matches_lax_values_and_gradients(shape, kernel):
-    """The encoder's conv with a space-to-depth input gradient is the same function as lax's."""
-    from vae_jax.models import strided_conv
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
-    w = jnp.asarray(rng.normal(size=(kernel, kernel, shape[-1], 5)), jnp.float32)
-    pads = [(1, 2), (1, 2)] if kernel == 4 else [(2, 2), (2, 2)]
-    dn = ('NHWC', 'HWIO', 'NHWC')
-
-    def f(conv):
-        return lambda x, w: jnp.sum(jnp.sin(conv(x, w, (2, 2), pads, dimension_numbers=dn)))
-
-    np.testing.assert_array_equal(strided_conv(x, w, (2, 2), pads, dimension_numbers=dn),
-                                  jax.lax.conv_general_dilated(x, w, (2, 2), pads,
-                                                               dimension_numbers=dn))
-    got = jax.grad(f(strided_conv), argnums=(0, 1))(x, w)
-    ref = jax.grad(f(jax.lax.conv_general_dilated), argnums=(0, 1))(x, w)
-    for g, r in zip(got, ref):
-        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)

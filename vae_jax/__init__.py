@@ -4,6 +4,11 @@ The notebook-facing API. Per-example functions reduce one example to a scalar by
 over pixels and latents; batch them with `jax.vmap` and average over the batch.
 """
 
+from vae_jax import xla_setup
+
+xla_setup.add_xla_flags()  # before anything starts JAX's backends (see xla_setup)
+xla_setup.enable_compilation_cache()
+
 from vae_jax.configs import base_config
 from vae_jax.distributions import (bernoulli_log_likelihood, gaussian_kl, gaussian_kl_per_dim,
                                    gaussian_log_likelihood, gaussian_log_prob, reparameterize,

@@ -5,10 +5,10 @@ before it (validation, the lock, restoring) is `train.train_points`'s.
 """
 
 import contextlib
+import functools
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
@@ -18,6 +18,7 @@ from vae_jax.model_fns import ModelFns
 from vae_jax.points import Points
 from vae_jax.preemption import Preempted, StopRequest
 from vae_jax.steps import TrainState, pmapped_steps, replicate, unreplicate
+from vae_jax.timings import Timings
 
 
 def evaluate(p_eval, rparams, points: Points, eval_sources, key, devices) -> list[dict]:
@@ -30,11 +31,13 @@ def evaluate(p_eval, rparams, points: Points, eval_sources, key, devices) -> lis
     kw = dict(global_batch=config.eval_batch_size, local_device_count=len(devices),
               process_index=jax.process_index(), process_count=jax.process_count(),
               max_examples=config.eval_examples or None)
-    totals = None
-    for batches in zip(*[pipeline.eval_batches(s, **kw) for s in eval_sources]):
-        sums = p_eval(rparams, points.join_batches(batches), key)
-        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-    totals = jax.device_get(unreplicate(totals))
+    sums = [p_eval(rparams, points.join_batches(batches), key)
+            for batches in zip(*[pipeline.eval_batches(s, **kw) for s in eval_sources])]
+    # One transfer at the end, summed on the host in the order (and float32 precision) the
+    # batches came: eager adds of device arrays cost more than the eval itself.
+    first = jax.device_get([jax.tree.map(lambda x: x.addressable_data(0), s) for s in sums])
+    totals = functools.reduce(lambda a, b: jax.tree.map(np.add, a, b), first)
+    totals = jax.tree.map(lambda x: x.reshape(x.shape[1:]), totals)  # drop the device axis
     return [{k: float(v / t['count']) for k, v in t.items() if k != 'count'}
             for t in points.split(totals)]
 
@@ -43,10 +46,11 @@ class Loop:
     """The training loop's state between steps: what it logs, evaluates and saves, per point."""
 
     def __init__(self, points: Points, fns: ModelFns, devices, sources, keys: dict, ckpts,
-                 writers, total: int, eval_every: int):
+                 writers, total: int, eval_every: int, timings: Timings | None = None):
         """sources: per point, (train source, {metric prefix: eval source}) with 'eval' first
         (`data.registry.train_and_evals`); keys: {'train', 'eval', 'sample'}: one key per point
-        each."""
+        each; timings: where the loop adds the seconds of its phases."""
+        self.timings = timings or Timings()
         self.points, self.fns, self.devices = points, fns, devices
         self.sources, self.keys, self.ckpts, self.writers = sources, keys, ckpts, writers
         self.total, self.eval_every = total, eval_every
@@ -55,6 +59,8 @@ class Loop:
         self.last_ckpt: list[int | None] = [None] * len(points)
         self.p_train, self.p_eval = pmapped_steps(fns, self.config, devices,
                                                   vmapped=points.vmapped)
+        self.grids = jax.jit(functools.partial(pictures.grid_arrays, fns),
+                             static_argnums=(4,))
         self.train_key = points.join(keys['train'])
         self.eval_key = points.join(keys['eval'])
         self.hparams = points.hparams()
@@ -83,7 +89,10 @@ class Loop:
         with StopRequest() as stop:  # only while training: later a signal acts as usual
             self.history, self.t0, self.s0 = [], time.perf_counter(), start
             for step in range(start + 1, self.total + 1):
-                rstate = self.step(rstate, step, streams)
+                with self.timings.phase('first_step' if step == start + 1 else 'train_steps'):
+                    rstate = self.step(rstate, step, streams)
+                    if step == start + 1:
+                        jax.block_until_ready(rstate)
                 if self.stop_here(step, stop, rstate):
                     break
         return unreplicate(rstate)
@@ -104,16 +113,21 @@ class Loop:
         do_log = step % self.config.log_every == 0 or do_eval or do_ckpt
         stopping = stop.requested(at_log_step=do_log)
         if do_log or stopping:
-            self.log(step)
+            with self.timings.phase('train_steps'):  # what the steps dispatched still runs
+                jax.block_until_ready(self.history[-1][1])
+            with self.timings.phase('log'):
+                self.log(step)
             if not self.live():
                 return True
         if do_eval and (not stopping or step == self.total):  # the final eval is never lost
             self.evaluate(step, rstate)
         if do_ckpt or stopping:
-            self.save(step, unreplicate(rstate))
+            with self.timings.phase('checkpoints'):
+                self.save(step, unreplicate(rstate))
         if stopping:
-            for ck in self.ckpts:
-                ck.wait()
+            with self.timings.phase('checkpoints'):
+                for ck in self.ckpts:
+                    ck.wait()
             raise Preempted(stop.signum, step, list(self.errors))
         return False
 
@@ -153,20 +167,23 @@ class Loop:
     def evaluate(self, step: int, rstate: TrainState) -> None:
         lines = []
         for name in self.sources[0][1]:  # 'eval', and 'eval_heldout' with data.holdout_class
-            results = evaluate(self.p_eval, rstate.eval_params, self.points,
-                               [s[1][name] for s in self.sources], self.eval_key, self.devices)
+            with self.timings.phase('eval'):
+                results = evaluate(self.p_eval, rstate.eval_params, self.points,
+                                   [s[1][name] for s in self.sources], self.eval_key,
+                                   self.devices)
             for p in self.live():
                 self.writers[p].scalars(step, name, results[p])
             lines.append(f'{name}: ' + '; '.join(', '.join(f'{k} {v:.3f}' for k, v in
                                                            results[p].items())
                                                  for p in self.live()))
-        states = self.points.split(unreplicate(rstate))
-        for p in self.live():
-            for name, grid in pictures.training_grids(
-                    self.fns, states[p].eval_params, self.sources[p][1]['eval'],
-                    self.points.configs[p], self.keys['sample'][p]).items():
-                self.writers[p].image(step, name, grid)
-            self.writers[p].flush()
+        with self.timings.phase('images'):
+            states = self.points.split(unreplicate(rstate))
+            for p in self.live():
+                for name, grid in pictures.training_grids(
+                        self.grids, states[p].eval_params, self.sources[p][1]['eval'],
+                        self.points.configs[p], self.keys['sample'][p]).items():
+                    self.writers[p].image(step, name, grid)
+                self.writers[p].flush()
         logging.info('at step %d: %s', step, ' | '.join(lines))
         self.t0, self.s0 = time.perf_counter(), step
 

@@ -95,8 +95,14 @@ class ModelFns:
         return self._apply(params, 'prior_sample', key, n, temperature)
 
     def log_lik(self, x: jax.Array, out: jax.Array) -> jax.Array:
-        """log p(x | z) [b] from x [b, ...] and the decoder output [b, ..., k]."""
-        return jax.vmap(self.likelihood.log_prob)(x, out)
+        """log p(x | z) [b] from x [b, ...] and the decoder output [b, ..., k].
+
+        The pixels are flattened first (a `Likelihood.log_prob` is a sum of per-pixel terms):
+        XLA:CPU reduces a [500, 28, 28, 1] array about 25× slower than a [500, 784] one.
+        """
+        b = x.shape[0]
+        return jax.vmap(self.likelihood.log_prob)(x.reshape(b, -1),
+                                                  out.reshape(b, -1, out.shape[-1]))
 
     def mean(self, out: jax.Array) -> jax.Array:
         """E[x | z] [b, ...] from the decoder output [b, ..., k]."""

@@ -11,92 +11,17 @@ concatenated to the encoder's flattened features and to the decoder's latent inp
 `decode(z, y)` generates an example of class y.
 """
 
-import functools
 import math
 from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from vae_jax import flows, likelihoods, priors, registry
+from vae_jax.convolution import Conv, depth_to_space
 from vae_jax.errors import UserError
 from vae_jax.inits import dense_init
-
-_NHWC = ('NHWC', 'HWIO', 'NHWC')
-
-
-def depth_to_space(x: jax.Array, factor: int) -> jax.Array:
-    """Rearranges channels into space: [b, h, w, f*f*c] -> [b, h*f, w*f, c]."""
-    b, h, w, c = x.shape
-    x = x.reshape(b, h, w, factor, factor, c // (factor * factor))
-    x = x.transpose(0, 1, 3, 2, 4, 5)
-    return x.reshape(b, h * factor, w * factor, c // (factor * factor))
-
-
-def space_to_depth(x: jax.Array, factor: int) -> jax.Array:
-    """Rearranges space into channels: [b, h*f, w*f, c] -> [b, h, w, f*f*c]; see depth_to_space."""
-    b, h, w, c = x.shape
-    x = x.reshape(b, h // factor, factor, w // factor, factor, c).transpose(0, 1, 3, 2, 4, 5)
-    return x.reshape(b, h // factor, w // factor, factor * factor * c)
-
-
-def _conv(x, kernel, pads, stride):
-    return lax.conv_general_dilated(x, kernel, (stride, stride), pads, dimension_numbers=_NHWC)
-
-
-def _strided_conv_s2d(x, kernel, pads, stride):
-    """The same strided convolution as pad -> space-to-depth -> stride-1 VALID convolution.
-
-    Output pixel i reads padded pixels s·i .. s·i+k-1, i.e. space-to-depth pixels i .. i+k/s-1;
-    kernel tap s·q + r becomes tap q of channel block r. Needs k % s == 0.
-    """
-    kh, kw, c, o = kernel.shape
-    s = stride
-    x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
-    oh, ow = (x.shape[1] - kh) // s + 1, (x.shape[2] - kw) // s + 1
-    x = space_to_depth(x[:, :(oh - 1) * s + kh, :(ow - 1) * s + kw], s)
-    k = kernel.reshape(kh // s, s, kw // s, s, c, o).transpose(0, 2, 1, 3, 4, 5)
-    return _conv(x, k.reshape(kh // s, kw // s, s * s * c, o), 'VALID', 1)
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
-def _strided_conv(x, kernel, pads, stride):
-    return _conv(x, kernel, pads, stride)
-
-
-@_strided_conv.defjvp
-def _strided_conv_jvp(pads, stride, primals, tangents):
-    (x, kernel), (dx, dkernel) = primals, tangents
-    # Only the x-tangent changes form: its transpose, the input gradient, is then a stride-1
-    # convolution instead of an lhs-dilated one.
-    tangent = _strided_conv_s2d(dx, kernel, pads, stride) + _conv(x, dkernel, pads, stride)
-    return _conv(x, kernel, pads, stride), tangent
-
-
-def strided_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                 dimension_numbers=None, feature_group_count=1, **kwargs) -> jax.Array:
-    """`lax.conv_general_dilated` with a fast input gradient, for `nn.Conv(conv_general_dilated=)`.
-
-    Same values, parameters and derivatives (forward and reverse mode) as nn.Conv; only how
-    the input gradient is computed differs. For a stride-2 4×4 convolution autodiff produces
-    an lhs-dilated convolution, which XLA:CPU runs without an optimised kernel: 23 ms of the
-    β-VAE train step (32×32×32 -> 16×16×32 at batch 64, 2 cores), 2 ms through space-to-depth,
-    and the step is 7-12% faster. Anything else (odd kernels, dilation, groups) goes to lax.
-    """
-    s = window_strides[0]
-    if (lhs.ndim != 4 or feature_group_count != 1 or any(v is not None for v in kwargs.values())
-            or set(window_strides) != {s} or any(k % s for k in rhs.shape[:2])
-            or any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
-            or dimension_numbers != lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)):
-        return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
-                                        rhs_dilation, dimension_numbers, feature_group_count,
-                                        **kwargs)
-    if isinstance(padding, str):
-        padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
-    return _strided_conv(lhs, rhs, tuple(map(tuple, padding)), s)
-
 
 class SubPixelUpsample(nn.Module):
     """×2 upsampling as a 3×3 convolution to 4·c channels followed by depth-to-space.
@@ -114,7 +39,7 @@ class SubPixelUpsample(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = nn.Conv(4 * self.features, (3, 3), padding='SAME')(x)
+        x = Conv(4 * self.features, (3, 3), padding='SAME')(x)
         return depth_to_space(x, 2)
 
 
@@ -234,8 +159,7 @@ class ConvEncoder(nn.Module):
     def __call__(self, x: jax.Array, y: Optional[jax.Array] = None):
         h = x
         for c in self.channels:
-            h = nn.relu(nn.Conv(c, (self.kernel, self.kernel), strides=(2, 2), padding='SAME',
-                                conv_general_dilated=strided_conv)(h))
+            h = nn.relu(Conv(c, (self.kernel, self.kernel), strides=(2, 2), padding='SAME')(h))
         h = _concat(h.reshape(h.shape[0], -1), _one_hot(y, self.num_classes))
         h = nn.relu(nn.Dense(self.dense)(h))
         return _posterior_head(h, self.latents, self.context)

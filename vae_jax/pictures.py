@@ -1,7 +1,7 @@
 """Pictures of a VAE: the grids logged during training, interpolations, latent traversals, the
 2-D manifold, class grids.
 
-`training_grids` takes the model's `ModelFns`; the others are independent of Flax and take two
+`training_grids` takes the model's `ModelFns` (or `grid_arrays` bound to them, jitted); the others are independent of Flax and take two
 callables (e.g. jitted `ModelFns.decode_mean` and the posterior mean of `ModelFns.encode`):
 
     decode_mean(z [n, z], y [n] int or None) -> E[x | z, y]: images [n, h, w, c]
@@ -22,6 +22,7 @@ import numpy as np
 
 from vae_jax import images
 from vae_jax.images import tile_picture
+from vae_jax.model_fns import ModelFns
 
 Decode = Callable[[jax.Array, Optional[jax.Array]], jax.Array]
 Encode = Callable[[jax.Array, Optional[jax.Array]], jax.Array]
@@ -258,22 +259,33 @@ def scatter_colors(k: int) -> np.ndarray:
     return np.asarray([cmap(c if k <= 20 else c / k)[:3] for c in range(k)])
 
 
-def training_grids(fns, params, source, config, key: jax.Array) -> dict[str, np.ndarray]:
+def grid_arrays(fns, params, x: jax.Array, y: jax.Array, key: jax.Array, rows: int):
+    """The arrays of `training_grids`, jittable (`rows` static): (decoded posterior means of
+    x [n, *shape], decoded prior samples [8 * rows, *shape], `rows` classes for a CVAE)."""
+    mean, _ = fns.encode(params, x, y)
+    recon = fns.decode_mean(params, mean, y)
+    labels = jnp.repeat(jnp.arange(rows), 8) if fns.conditional else jnp.zeros(8 * rows, int)
+    return recon, fns.decode_mean(params, fns.sample_prior(params, key, len(labels)), labels)
+
+
+def training_grids(arrays, params, source, config, key: jax.Array) -> dict[str, np.ndarray]:
     """The pictures each periodic eval logs: inputs above their reconstructions (decoded
     posterior means) and decoded prior samples (one row per class for a CVAE).
 
+    `arrays` is `grid_arrays` with the model's `ModelFns` bound (jitted once by the loop, so
+    that every eval reuses its compiled code), or the `ModelFns` themselves (eager).
     Inputs are spread over the split: dSprites' eval set is sorted by factor, so its first
     rows would all be small squares. {} for data that are not images.
     """
     if len(source.example_shape) != 3:
         return {}
+    if isinstance(arrays, ModelFns):
+        arrays = functools.partial(grid_arrays, arrays)
     n = config.num_image_examples
     batch = source.get_batch(np.linspace(0, source.num_examples - 1, n).astype(np.int64))
     x, y = jnp.asarray(batch['image']), jnp.asarray(batch['label'])
-    mean, _ = fns.encode(params, x, y)
-    recon = fns.decode_mean(params, mean, y)
-    rows = source.num_classes if fns.conditional else 8
-    labels = jnp.repeat(jnp.arange(rows), 8) if fns.conditional else jnp.zeros(64, int)
-    samples = fns.decode_mean(params, fns.sample_prior(params, key, len(labels)), labels)
+    conditional = config.model.conditional
+    rows = source.num_classes if conditional else 8
+    recon, samples = arrays(params, x, y, key, rows)
     return {'reconstructions': images.side_by_side(np.asarray(x), np.asarray(recon)),
             'samples': images.grid(np.asarray(samples), rows=rows)}

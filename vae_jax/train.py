@@ -25,6 +25,7 @@ from vae_jax.keys import EVAL, INIT, SAMPLE, TRAIN, run_keys
 from vae_jax.loop import Loop
 from vae_jax.metric_writer import MetricWriter
 from vae_jax.points import Points
+from vae_jax.timings import Timings
 from vae_jax.steps import TrainState, init_train_state
 
 
@@ -88,6 +89,7 @@ def train_points(configs, workdirs, devices=None, *, vmapped: bool = True,
     Returns:
       (final states, errors): per point, its state and None, or the divergence that stopped it.
     """
+    timings = Timings()
     for c in configs:
         configs_lib.validate(c)
     points = Points(configs, vmapped)
@@ -97,14 +99,16 @@ def train_points(configs, workdirs, devices=None, *, vmapped: bool = True,
     base = points.configs[0]
     devices = list(devices or jax.local_devices())
     check_devices(base, devices)
-    sources = [train_and_evals(c.data, c.seed) for c in points.configs]
-    train_source = sources[0][0]
-    pipeline.check_fits(train_source, base.batch_size)  # the stream checks it only lazily
-    fns = model_fns.build(base.model, train_source.example_shape, train_source.num_classes)
-    total = num_train_steps(base, train_source.num_examples)
-    keys = [run_keys(c.seed) for c in points.configs]
-    templates = [init_train_state(k[INIT], fns, c, train_source.example_shape, total)
-                 for k, c in zip(keys, points.configs)]
+    with timings.phase('data'):
+        sources = [train_and_evals(c.data, c.seed) for c in points.configs]
+        train_source = sources[0][0]
+        pipeline.check_fits(train_source, base.batch_size)  # the stream checks it only lazily
+    with timings.phase('init'):
+        fns = model_fns.build(base.model, train_source.example_shape, train_source.num_classes)
+        total = num_train_steps(base, train_source.num_examples)
+        keys = [run_keys(c.seed) for c in points.configs]
+        templates = [init_train_state(k[INIT], fns, c, train_source.example_shape, total)
+                     for k, c in zip(keys, points.configs)]
     relaunch = lambda: [workdir_lib.check_relaunch(p, c, configs_lib.base_config(),
                                                    allow_config_change)
                         for p, c in zip(paths, points.configs)]
@@ -121,7 +125,8 @@ def train_points(configs, workdirs, devices=None, *, vmapped: bool = True,
         for p, c in zip(paths, points.configs):
             ckpts.append(Checkpoints(p, c.keep_checkpoints))
             stack.callback(ckpts[-1].close)  # closed even if a later one fails
-        states, start = restore(ckpts, templates)
+        with timings.phase('restore'):
+            states, start = restore(ckpts, templates)
         check_length(paths[0], start, total)
         for p, c, d in zip(paths, points.configs, diffs):
             workdir_lib.record_launch(p, c, start, d, forced=allow_config_change)
@@ -133,17 +138,24 @@ def train_points(configs, workdirs, devices=None, *, vmapped: bool = True,
         loop = Loop(points, fns, devices, sources,
                     {'train': [k[TRAIN] for k in keys], 'eval': [k[EVAL] for k in keys],
                      'sample': [k[SAMPLE] for k in keys]}, ckpts, writers, total,
-                    eval_interval(base, train_source.num_examples))
+                    eval_interval(base, train_source.num_examples), timings)
         state = loop.run(points.join(states), start, stack)
+        with timings.phase('checkpoints'):
+            for ck in ckpts:
+                ck.wait()
         for p, (c, (train_p, evals)) in enumerate(zip(points.configs, sources)):
             if loop.errors[p] is None and wants_metrics(c, train_p):
                 # Every process computes them (deterministic, the same everywhere) and process 0
                 # writes: no process idles at JAX's shutdown barrier while process 0 works.
                 from vae_jax.evaluate import factor_report  # scikit-learn: only when needed
                 if not factor_report.has_results(paths[p], total):
-                    factor_report.evaluate_and_write(fns, points.split(state)[p].eval_params, c,
-                                                     train_p, evals['eval'], paths[p], total,
-                                                     writers[p])
+                    with timings.phase('metrics'):
+                            factor_report.evaluate_and_write(
+                            fns, points.split(state)[p].eval_params, c, train_p, evals['eval'],
+                            paths[p], total, writers[p])
+        logging.info('%s', timings.summary())
+        for p in paths:
+            workdir_lib.record_timings(p, start, total, timings.as_dict())
     return points.split(state), loop.errors
 
 

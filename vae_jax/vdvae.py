@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from vae_jax import distributions as D
 from vae_jax.errors import UserError
 from vae_jax.latent_sample import Latents
-from vae_jax.models import depth_to_space, space_to_depth
+from vae_jax.convolution import Conv, depth_to_space, space_to_depth
 
 
 class ResBlock(nn.Module):
@@ -50,11 +50,11 @@ class ResBlock(nn.Module):
 
     @nn.compact
     def __call__(self, h: jax.Array) -> jax.Array:
-        y = nn.Conv(self.middle, (1, 1))(jax.nn.gelu(h))
-        y = nn.Conv(self.middle, (3, 3), padding='SAME')(jax.nn.gelu(y))
-        y = nn.Conv(self.middle, (3, 3), padding='SAME')(jax.nn.gelu(y))
+        y = Conv(self.middle, (1, 1))(jax.nn.gelu(h))
+        y = Conv(self.middle, (3, 3), padding='SAME')(jax.nn.gelu(y))
+        y = Conv(self.middle, (3, 3), padding='SAME')(jax.nn.gelu(y))
         last_init = nn.initializers.zeros if self.zero_last else nn.initializers.lecun_normal()
-        y = nn.Conv(self.out, (1, 1), kernel_init=last_init)(jax.nn.gelu(y))
+        y = Conv(self.out, (1, 1), kernel_init=last_init)(jax.nn.gelu(y))
         return h + y if self.residual else y
 
 
@@ -115,7 +115,7 @@ class VDVAE(nn.Module):
     # -- modules ---------------------------------------------------------------------------
     def setup(self):
         n_groups = len(self.group_res)
-        self.bottom_in = nn.Conv(self.width, (3, 3), padding='SAME')
+        self.bottom_in = Conv(self.width, (3, 3), padding='SAME')
         self.bottom = [ResBlock(self.middle, self.width)
                        for _ in range(len(self.resolutions) * self.blocks)]
         self.top = self.param('top', nn.initializers.zeros, (self.min_res, self.min_res,
@@ -123,10 +123,10 @@ class VDVAE(nn.Module):
         self.q = [ResBlock(self.middle, 2 * self.zdim, residual=False) for _ in range(n_groups)]
         self.p = [ResBlock(self.middle, 2 * self.zdim + self.width, residual=False,
                            zero_last=True) for _ in range(n_groups)]
-        self.z_in = [nn.Conv(self.width, (1, 1)) for _ in range(n_groups)]
+        self.z_in = [Conv(self.width, (1, 1)) for _ in range(n_groups)]
         self.res = [ResBlock(self.middle, self.width) for _ in range(n_groups)]
         self.final = ResBlock(self.middle, self.width)
-        self.out = nn.Conv(self.stem**2 * self.example_shape[-1] * self.num_params, (1, 1))
+        self.out = Conv(self.stem**2 * self.example_shape[-1] * self.num_params, (1, 1))
 
     def features(self, x: jax.Array, y: Optional[jax.Array] = None):
         """x [b, h, w, c] -> the bottom-up activation of each resolution, S first."""

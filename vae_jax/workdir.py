@@ -234,6 +234,19 @@ def record_launch(path: Path, config, start_step: int, diff: dict, forced: bool)
     write_atomic(path / CONFIG_FILE, config.to_json_best_effort(indent=2) + '\n')
 
 
+TIMINGS_FILE = 'timings.jsonl'
+
+
+def record_timings(path: Path, start_step: int, end_step: int, seconds: dict) -> None:
+    """Appends where one launch's wall time went (`timings.Timings.as_dict`) to
+    timings.jsonl: one line per launch, kept apart from the (deterministic) metrics."""
+    if is_writer():
+        entry = {'time': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'start_step': start_step,
+                 'end_step': end_step, 'seconds': seconds}
+        with open(path / TIMINGS_FILE, 'a') as f:
+            f.write(json.dumps(entry) + '\n')
+
+
 RUN_INFO = 'run.json'
 
 

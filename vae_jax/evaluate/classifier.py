@@ -13,7 +13,6 @@ features, and no process repeats the training.
 import functools
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
@@ -24,6 +23,7 @@ import optax
 from absl import logging
 from flax import serialization
 
+from vae_jax.cache import cache_dir
 from vae_jax.workdir import write_atomic
 
 FEATURES = 128
@@ -108,11 +108,6 @@ def accuracy(params, images: np.ndarray, labels: np.ndarray, num_classes: int = 
 
 
 # -- the cached feature extractor of a dataset --------------------------------------------------
-def cache_dir() -> Path:
-    """$VAE_JAX_CACHE, else ~/.cache/vae_jax."""
-    return Path(os.environ.get('VAE_JAX_CACHE') or Path.home() / '.cache' / 'vae_jax')
-
-
 def binary_images(data_config) -> bool:
     """Whether a model of `data_config` produces binary images (and is scored on binary ones)."""
     return data_config.name in BINARY or data_config.binarize == 'dynamic'

@@ -1,0 +1,143 @@
+"""Whole jobs, vae_jax against its peers: wall time, peak memory and the result, alternating.
+
+    python benchmarks/end_to_end.py                          # both jobs, 3 rounds (~12 min)
+    python benchmarks/end_to_end.py --jobs=main --rounds=5
+
+Two jobs, each run as a fresh process per round, the two sides alternating (who goes first
+swaps every round) after waiting for the machine to go quiet:
+
+- `main`: the README's main job, `python launch.py --config=experiments/vae.py:epochs=10`
+  (flax-parity VAE, MLP 784-500-20, binarized MNIST 50k, batch 128, Adam 1e-3, 10 epochs,
+  an eval, image grids each epoch, checkpoints), against Pythae's trainer on the same model,
+  data, batch and optimizer (`benchmarks/pythae_parity.py --job`, in its own venv with pythae
+  and torch: `--pythae_python`). Result: the test −ELBO of the final model (nats, 10k images).
+- `beta_quick`: `python launch.py --config=experiments/beta_vae.py:quick` (600 steps of the
+  Burgess et al. conv VAE on procedural dSprites, then the five disentanglement metrics),
+  against a PyTorch loop of the same conv model, loss and optimizer
+  (`benchmarks/torch_beta_vae.py`). Compared: the training part (vae_jax: the run's time
+  less its start-up, data and metrics, from the timings.jsonl it writes; PyTorch: its 600
+  steps), and the whole vae_jax run is printed too.
+
+Wall time is the process's, from start to exit (Python start-up and imports included); peak
+memory is the process's maximum resident set (`os.wait4`). The ratio is peer / vae_jax per
+round, summarised by the median; the spread over rounds is the noise.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from timing import wait_for_idle  # noqa: E402
+
+DATA = ROOT.parent / 'shared' / 'data' / 'tfds'
+
+
+def run_process(cmd: list[str], env: dict) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS in MiB, stdout) of one process; raises if it fails."""
+    with tempfile.TemporaryFile('w+') as out, tempfile.TemporaryFile('w+') as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage
+        seconds = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0), err.seek(0)
+        if proc.returncode:
+            raise RuntimeError(f'{" ".join(cmd)} failed ({proc.returncode}):\n'
+                               f'{err.read()[-3000:]}')
+        return seconds, usage.ru_maxrss / 1024, out.read()
+
+
+def last_record(workdir: Path, split: str) -> dict:
+    rows = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines() if l]
+    return [r for r in rows if r.get('split') == split][-1]
+
+
+def vae_jax_job(job: str, workdir: Path, env: dict) -> dict:
+    config = {'main': 'experiments/vae.py:epochs=10',
+              'beta_quick': 'experiments/beta_vae.py:quick'}[job]
+    seconds, peak, _ = run_process([sys.executable, 'launch.py', f'--config={config}',
+                                    f'--workdir={workdir}'], env)
+    times = json.loads((workdir / 'timings.jsonl').read_text().splitlines()[-1])['seconds']
+    result = last_record(workdir, 'eval')['neg_elbo']
+    out = {'wall_s': seconds, 'peak_mib': peak, 'neg_elbo': result, 'phases': times}
+    if job == 'beta_quick':
+        out['train_s'] = seconds - sum(times.get(k, 0.0) for k in
+                                       ('startup', 'data', 'metrics'))
+    return out
+
+
+def peer_job(job: str, args, env: dict) -> dict:
+    if job == 'main':
+        cmd = [args.pythae_python, 'benchmarks/pythae_parity.py', '--job']
+    else:
+        cmd = [sys.executable, 'benchmarks/torch_beta_vae.py']
+    seconds, peak, out = run_process(cmd, env)
+    report = json.loads(out.strip().splitlines()[-1])
+    res = {'wall_s': seconds, 'peak_mib': peak, 'neg_elbo': report['neg_elbo'],
+           'phases': report['seconds']}
+    if job == 'beta_quick':
+        res['train_s'] = report['seconds']['train']
+    return res
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--jobs', default='main,beta_quick')
+    parser.add_argument('--rounds', type=int, default=3)
+    parser.add_argument('--pythae_python', default=str(ROOT.parent / 'pyvenv' / 'bin' / 'python'),
+                        help='a Python with pythae and torch (never a vae_jax dependency)')
+    args = parser.parse_args()
+    env = dict(os.environ)
+    env.setdefault('TFDS_DATA_DIR', str(DATA))
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for job in args.jobs.split(','):
+            peer = 'Pythae 0.1.2' if job == 'main' else 'PyTorch loop'
+            rows = {'vae_jax': [], peer: []}
+            for r in range(args.rounds):
+                order = ['vae_jax', peer] if r % 2 == 0 else [peer, 'vae_jax']
+                for side in order:
+                    wait_for_idle(20)
+                    if side == 'vae_jax':
+                        rows[side].append(vae_jax_job(job, Path(tmp) / f'{job}_{r}', env))
+                    else:
+                        rows[side].append(peer_job(job, args, env))
+                    print(f'{job} round {r} {side}: {json.dumps(rows[side][-1])}', flush=True)
+            results[job] = rows
+    print()
+    for job, rows in results.items():
+        key = 'wall_s' if job == 'main' else 'train_s'
+        (ours, peer), (o, p) = rows.values(), rows.keys()
+        ratios = [b[key] / a[key] for a, b in zip(ours, peer)]
+        print(f'### {job}: {"whole process" if job == "main" else "training part"} '
+              f'({args.rounds} alternating rounds)\n')
+        print('| side | wall s (median, min-max) | peak MiB | test −ELBO |'
+              + (' training s |' if key == 'train_s' else '') + '\n|---|---|---|---|'
+              + ('---|' if key == 'train_s' else ''))
+        for name, rs in rows.items():
+            w = [x['wall_s'] for x in rs]
+            line = (f'| {name} | {statistics.median(w):.1f} ({min(w):.1f}-{max(w):.1f}) | '
+                    f'{statistics.median(x["peak_mib"] for x in rs):.0f} | '
+                    f'{statistics.median(x["neg_elbo"] for x in rs):.2f} |')
+            if key == 'train_s':
+                t = [x['train_s'] for x in rs]
+                line += f' {statistics.median(t):.1f} ({min(t):.1f}-{max(t):.1f}) |'
+            print(line)
+        print(f'\n{p} / {o} ({key}): median {statistics.median(ratios):.2f}× '
+              f'(rounds: {", ".join(f"{x:.2f}" for x in ratios)})\n')
+        print('vae_jax phases (median s): ' + ', '.join(
+            f'{k} {statistics.median(x["phases"].get(k, 0.0) for x in ours):.1f}'
+            for k in ours[0]['phases']) + '\n')
+
+
+if __name__ == '__main__':
+    main()

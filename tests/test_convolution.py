@@ -1,0 +1,135 @@
+"""vae_jax.convolution (the formulations of nn.Conv) and vae_jax.xla_setup (flags, cache)."""
+
+import os
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vae_jax import convolution, xla_setup
+
+DN = ('NHWC', 'HWIO', 'NHWC')
+
+
+def _loss(conv, stride, pads):
+    return lambda x, w: jnp.sum(jnp.sin(conv(x, w, (stride, stride), pads, dimension_numbers=DN)))
+
+
+@pytest.mark.parametrize('shape,kernel,stride,pads', [
+    ((2, 16, 16, 3), 4, 2, [(1, 2), (1, 2)]),
+    ((2, 7, 9, 2), 4, 2, [(1, 2), (1, 2)]),
+    ((1, 12, 12, 2), 6, 2, [(2, 2), (2, 2)]),
+    ((2, 12, 12, 2), 6, 3, [(2, 3), (1, 2)]),
+    ((2, 8, 8, 3), 3, 1, 'SAME'),     # stride 1: lax's own
+    ((2, 9, 9, 3), 3, 2, 'SAME'),     # a kernel the stride does not divide: lax's own
+])
+def test_strided_conv_is_lax_values_and_gradients(shape, kernel, stride, pads):
+    """Same values (bit for bit) and gradients (to float rounding) as lax, under jit."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(kernel, kernel, shape[-1], 5)), jnp.float32)
+    ours = jax.jit(lambda x, w: convolution.strided_conv(x, w, (stride, stride), pads,
+                                                          dimension_numbers=DN))
+    ref = jax.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (stride, stride), pads,
+                                                             dimension_numbers=DN))
+    np.testing.assert_array_equal(ours(x, w), ref(x, w))
+    got = jax.jit(jax.grad(_loss(convolution.strided_conv, stride, pads), argnums=(0, 1)))(x, w)
+    want = jax.jit(jax.grad(_loss(jax.lax.conv_general_dilated, stride, pads),
+                            argnums=(0, 1)))(x, w)
+    for g, r in zip(got, want):
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
+    # Forward mode too (the custom rule is a JVP).
+    t = jnp.ones_like(x)
+    _, jvp = jax.jvp(lambda x: convolution.strided_conv(x, w, (stride, stride), pads,
+                                                         dimension_numbers=DN), (x,), (t,))
+    _, jvp_ref = jax.jvp(lambda x: jax.lax.conv_general_dilated(
+        x, w, (stride, stride), pads, dimension_numbers=DN), (x,), (t,))
+    np.testing.assert_allclose(jvp, jvp_ref, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_is_flax_conv_with_the_same_parameters():
+    """`convolution.Conv` is nn.Conv: the same parameter tree, values and gradients, so runs
+    and checkpoints written before it stay valid."""
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(3, 16, 16, 2)), jnp.float32)
+    ours = convolution.Conv(4, (4, 4), strides=(2, 2), padding='SAME')
+    theirs = nn.Conv(4, (4, 4), strides=(2, 2), padding='SAME')
+    params = theirs.init(jax.random.key(0), x)
+    assert jax.tree.structure(ours.init(jax.random.key(0), x)) == jax.tree.structure(params)
+    np.testing.assert_array_equal(ours.apply(params, x), theirs.apply(params, x))
+    loss = lambda m: lambda p: jnp.sum(m.apply(p, x) ** 2)
+    for g, r in zip(jax.tree.leaves(jax.grad(loss(ours))(params)),
+                    jax.tree.leaves(jax.grad(loss(theirs))(params))):
+        np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5)
+
+
+def test_unsupported_layouts_go_to_lax():
+    """NCHW (lax's default when dimension_numbers is None) and grouped convolutions are
+    passed through unchanged."""
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.normal(size=(2, 4, 8, 8)), jnp.float32)      # NCHW
+    w = jnp.asarray(rng.normal(size=(6, 4, 4, 4)), jnp.float32)      # OIHW
+    np.testing.assert_array_equal(
+        convolution.strided_conv(x, w, (2, 2), [(1, 1), (1, 1)]),
+        jax.lax.conv_general_dilated(x, w, (2, 2), [(1, 1), (1, 1)]))
+    xg = jnp.asarray(rng.normal(size=(2, 8, 8, 4)), jnp.float32)
+    wg = jnp.asarray(rng.normal(size=(4, 4, 2, 6)), jnp.float32)
+    np.testing.assert_array_equal(
+        convolution.strided_conv(xg, wg, (2, 2), 'SAME', dimension_numbers=DN,
+                                 feature_group_count=2),
+        jax.lax.conv_general_dilated(xg, wg, (2, 2), 'SAME', dimension_numbers=DN,
+                                     feature_group_count=2))
+
+
+def test_depth_to_space_inverts_space_to_depth():
+    x = jnp.arange(2 * 6 * 4 * 3, dtype=jnp.float32).reshape(2, 6, 4, 3)
+    s = convolution.space_to_depth(x, 2)
+    assert s.shape == (2, 3, 2, 12)
+    np.testing.assert_array_equal(s[0, 0, 0], np.concatenate([x[0, 0, 0], x[0, 0, 1],
+                                                              x[0, 1, 0], x[0, 1, 1]]))
+    np.testing.assert_array_equal(convolution.depth_to_space(s, 2), x)
+
+
+def test_add_xla_flags_appends_and_never_overrides():
+    env = {'XLA_FLAGS': '--xla_force_host_platform_device_count=4'}
+    assert xla_setup.add_xla_flags(env) == list(xla_setup.CPU_FLAGS)
+    assert env['XLA_FLAGS'].split() == ['--xla_force_host_platform_device_count=4',
+                                        *xla_setup.CPU_FLAGS]
+    assert xla_setup.add_xla_flags(env) == []  # already there
+    name = xla_setup.CPU_FLAGS[0].split('=')[0]
+    mine = {'XLA_FLAGS': f'{name}=individual_convolution'}
+    assert xla_setup.add_xla_flags(mine) == []  # the user's value stays
+    assert mine['XLA_FLAGS'] == f'{name}=individual_convolution'
+    empty = {}
+    xla_setup.add_xla_flags(empty)
+    assert empty['XLA_FLAGS'] == ' '.join(xla_setup.CPU_FLAGS)
+
+
+def test_importing_vae_jax_sets_the_flags_and_the_compilation_cache(tmp_path):
+    """In a fresh process: the flags reach XLA_FLAGS, the compilation cache is in
+    $VAE_JAX_CACHE/jax and a second process reads what the first compiled (no compile)."""
+    code = ('import os, jax, jax.numpy as jnp, vae_jax\n'
+            'jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)\n'
+            'f = jax.jit(lambda x: jnp.linalg.qr(x @ x.T + jnp.eye(64))[0].sum())\n'
+            'hits = []\n'
+            'from jax import monitoring\n'
+            'monitoring.register_event_listener(lambda e, **k: hits.append(e))\n'
+            'f(jnp.ones((64, 64))).block_until_ready()\n'
+            'print(os.environ["XLA_FLAGS"]); print(jax.config.jax_compilation_cache_dir)\n'
+            'print(sum("cache_hits" in e for e in hits))\n')
+    env = dict(os.environ, VAE_JAX_CACHE=str(tmp_path), XLA_FLAGS='')
+    env.pop('VAE_JAX_COMPILE_CACHE', None)
+    env.pop('VAE_JAX_XLA_FLAGS', None)
+    runs = [subprocess.run([sys.executable, '-c', code], env=env, capture_output=True,
+                           text=True, check=True).stdout.split('\n') for _ in range(2)]
+    assert runs[0][0].split() == list(xla_setup.CPU_FLAGS)
+    assert runs[0][1] == str(tmp_path / 'jax')
+    assert any((tmp_path / 'jax').iterdir())
+    assert int(runs[0][2]) == 0 and int(runs[1][2]) >= 1  # the second process hit the cache
+    off = dict(env, VAE_JAX_COMPILE_CACHE='0', VAE_JAX_XLA_FLAGS='0')
+    out = subprocess.run([sys.executable, '-c', code], env=off, capture_output=True, text=True,
+                         check=True).stdout.split('\n')
+    assert out[0] == '' and out[1] == 'None'

@@ -1,0 +1,98 @@
+"""Where a run's wall time goes: start-up, data, compilation, steps and the loop's overheads.
+
+A `Timings` collects seconds by phase (`with timings.phase('eval'): ...`) and, through
+`jax.monitoring`, the seconds JAX spends tracing and compiling; `summary()` is the line a run
+logs when it ends, e.g.
+
+    time 31.2 s: startup 2.6 (python and imports), data 0.1, init 0.4, first step 0.1,
+    train steps 20.5, log 0.2, eval 2.6, images 0.9, checkpoints 0.3, compile 3.1, other 0.7
+
+Compilation happens inside the first call of each jitted function, so it is counted once, as
+'compile', and taken out of the phase it happened in.
+"""
+
+import contextlib
+import threading
+import time
+from collections import defaultdict
+
+from jax import monitoring
+
+# JAX's duration events of one compilation: tracing, lowering to MLIR, XLA's compile (or the
+# persistent cache's read).
+_COMPILE_EVENTS = ('/jax/core/compile/jaxpr_trace_duration',
+                   '/jax/core/compile/jaxpr_to_mlir_module_duration',
+                   '/jax/core/compile/backend_compile_duration')
+_compile_seconds = [0.0]
+_lock = threading.Lock()
+_registered = []
+
+
+def _listener(event: str, duration: float, **_) -> None:
+    if event in _COMPILE_EVENTS:
+        with _lock:
+            _compile_seconds[0] += duration
+
+
+def compile_seconds() -> float:
+    """Seconds this process has spent tracing and compiling with JAX (since the first
+    `Timings` was made)."""
+    if not _registered:
+        monitoring.register_event_duration_secs_listener(_listener)
+        _registered.append(True)
+    return _compile_seconds[0]
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (Linux), or None where /proc cannot tell."""
+    try:
+        import os
+        with open('/proc/self/stat') as f:
+            start_ticks = int(f.read().rsplit(')', 1)[1].split()[19])
+        with open('/proc/uptime') as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf('SC_CLK_TCK'))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class Timings:
+    """Seconds by phase, in the order the phases first ran; compilation counted apart."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.startup = process_age()  # the interpreter and imports, before this object
+        self._compile0 = compile_seconds()
+        self._t0 = time.perf_counter()
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        """Adds the wall time of the block to `name`, less the compilation inside it."""
+        t0, c0 = time.perf_counter(), compile_seconds()
+        try:
+            yield
+        finally:
+            self.seconds[name] += (time.perf_counter() - t0) - (compile_seconds() - c0)
+
+    def add(self, name: str, seconds: float) -> None:
+        self.seconds[name] += seconds
+
+    @property
+    def compile(self) -> float:
+        return compile_seconds() - self._compile0
+
+    def as_dict(self) -> dict[str, float]:
+        """{phase: seconds}, with 'startup', 'compile', 'other' and 'total' (since the process
+        started, when known)."""
+        elapsed = time.perf_counter() - self._t0
+        out = {'startup': self.startup or 0.0, **self.seconds, 'compile': self.compile}
+        out['other'] = max(0.0, elapsed - sum(self.seconds.values()) - self.compile)
+        out['total'] = elapsed + (self.startup or 0.0)
+        return {k: round(v, 3) for k, v in out.items()}
+
+    def summary(self) -> str:
+        d = self.as_dict()
+        total = d.pop('total')
+        parts = [f'{k.replace("_", " ")} {v:.1f}' + (' (python and imports)' if k == 'startup'
+                                                    else '') for k, v in d.items()]
+        return f'time {total:.1f} s: ' + ', '.join(parts)

@@ -1,0 +1,60 @@
+"""What vae_jax sets up in XLA before JAX starts: CPU flags that measurably help, and the
+persistent compilation cache. Both apply to every process that imports vae_jax (launch.py, the
+`python -m vae_jax...` commands, a notebook) if JAX has not yet started its backends.
+
+- `CPU_FLAGS`: `--xla_cpu_experimental_ynn_fusion_type=-individual_convolution` has XLA:CPU
+  run each convolution with its own (Eigen) kernels instead of YNNPACK's, whose weight and input
+  gradients are slower on this project's conv nets: the conv β-VAE train step (batch 64,
+  64×64) 131 → 106 ms on a 2-core CPU, the MLP step unchanged (it has no convolution)
+  (`python benchmarks/xla_flags.py`). Flags only for the CPU backend: GPU/TPU ignore them.
+- The persistent compilation cache (`jax_compilation_cache_dir`) in `<cache>/jax`
+  (`vae_jax.cache.cache_dir()`): a process that compiles what an earlier one compiled (the same
+  model, shapes, JAX version and flags) reads the executable instead of compiling it again:
+  the README's main job spends ~6 s compiling the first time and ~1 s after.
+
+`VAE_JAX_XLA_FLAGS=0` leaves XLA_FLAGS alone; `VAE_JAX_COMPILE_CACHE=0` leaves the cache off.
+A flag the user already set in XLA_FLAGS (by name) is never overridden.
+"""
+
+import os
+
+CACHE_MAX_BYTES = 4 << 30  # least recently used entries go first
+CPU_FLAGS = ('--xla_cpu_experimental_ynn_fusion_type=-individual_convolution',)
+
+
+def _off(name: str) -> bool:
+    return os.environ.get(name, '1').strip().lower() in ('0', 'false', 'off', 'no')
+
+
+def add_xla_flags(environ=os.environ, flags=CPU_FLAGS) -> list[str]:
+    """Appends each of `flags` to environ['XLA_FLAGS'] unless a flag of that name is there;
+    returns those added. It takes effect only if JAX's backends have not started yet."""
+    if _off('VAE_JAX_XLA_FLAGS'):
+        return []
+    present = {f.split('=', 1)[0] for f in environ.get('XLA_FLAGS', '').split()}
+    added = [f for f in flags if f.split('=', 1)[0] not in present]
+    if added:
+        environ['XLA_FLAGS'] = ' '.join([environ.get('XLA_FLAGS', ''), *added]).strip()
+    return added
+
+
+def enable_compilation_cache() -> str | None:
+    """Points JAX's persistent compilation cache at `<cache>/jax` (unless the user configured
+    one, or VAE_JAX_COMPILE_CACHE=0); returns the directory used, or None."""
+    import jax
+
+    from vae_jax.cache import cache_dir
+
+    if _off('VAE_JAX_COMPILE_CACHE'):
+        return None
+    if jax.config.jax_compilation_cache_dir:  # the user's choice
+        return jax.config.jax_compilation_cache_dir
+    path = str(cache_dir() / 'jax')
+    jax.config.update('jax_compilation_cache_dir', path)
+    # Every executable that took a measurable time to build: the train and eval steps, the
+    # pictures, the bounds (JAX's default, 1 s, leaves most of a small model's out).
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.2)
+    # A size limit turns on JAX's file lock around every read and write of the cache (without
+    # one, a process can read an entry another is still writing), and bounds the folder.
+    jax.config.update('jax_compilation_cache_max_size', CACHE_MAX_BYTES)
+    return path
