@@ -33,6 +33,8 @@ filename, shape, _ = T.MODELS[name]
 config = T.load_config(filename)
 runner = T.JaxRunner(config, shape, T.host_batches(config.batch_size, shape))
 runner.run(3)
+import os
+assert ({flag!r} in os.environ.get('XLA_FLAGS', '').split()) == {on!r}, os.environ.get('XLA_FLAGS')
 n = T.block_size(runner.run, 1.5)
 blocks = []
 for _ in range(3):
@@ -41,9 +43,12 @@ print(json.dumps({{"ms": blocks}}))
 '''
 
 
-def measure(name: str, flags_on: bool) -> float:
-    env = dict(os.environ, VAE_JAX_XLA_FLAGS='1' if flags_on else '0')
-    out = subprocess.run([sys.executable, '-c', CHILD.format(here=str(HERE), name=name)],
+def measure(name: str, flags_on: bool, cpu_flags: tuple) -> float:
+    # This process imported vae_jax, which added the flags to its own XLA_FLAGS: the child's
+    # environment is rebuilt from the user's flags alone.
+    user = [f for f in os.environ.get('XLA_FLAGS', '').split() if f not in cpu_flags]
+    env = dict(os.environ, VAE_JAX_XLA_FLAGS='1' if flags_on else '0', XLA_FLAGS=' '.join(user))
+    out = subprocess.run([sys.executable, '-c', CHILD.format(here=str(HERE), name=name, flag=cpu_flags[0], on=flags_on)],
                          env=env, capture_output=True, text=True, check=True).stdout
     return min(json.loads(out.strip().splitlines()[-1])['ms'])
 
@@ -61,7 +66,7 @@ def main():
         for r in range(args.rounds):
             for on in ((True, False) if r % 2 else (False, True)):
                 wait_for_idle(15)
-                ms[on].append(measure(name, on))
+                ms[on].append(measure(name, on, CPU_FLAGS))
         off, on = statistics.median(ms[False]), statistics.median(ms[True])
         print(f'| {name} | {off:.1f} ({min(ms[False]):.1f}-{max(ms[False]):.1f}) | {on:.1f} '
               f'({min(ms[True]):.1f}-{max(ms[True]):.1f}) | {off / on:.2f}× |', flush=True)

@@ -11,6 +11,7 @@ Both read as one uninterrupted run after any kill and resume:
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Mapping
 
@@ -38,6 +39,25 @@ def read_metrics(path: Path) -> tuple[list[dict], int]:
     return rows, bad
 
 
+def _summary_writer_class():
+    """tensorboardX's SummaryWriter, imported without PyTorch.
+
+    tensorboardX imports torch whenever it is installed (to accept its tensors), 1.2-1.9 s of
+    every launch on a machine with PyTorch (the `bench` extra), for nothing: vae_jax writes
+    numpy. While tensorboardX loads, `import torch` fails as if it were absent; a torch that is
+    already imported stays as it is.
+    """
+    if 'tensorboardX' in sys.modules or 'torch' in sys.modules:
+        from tensorboardX import SummaryWriter
+        return SummaryWriter
+    sys.modules['torch'] = None  # `import torch` raises ImportError while this is here
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules['torch']
+    return SummaryWriter
+
+
 class MetricWriter:
     """Writes scalars to metrics.jsonl and to TensorBoard, and images to images/ and TensorBoard.
 
@@ -58,7 +78,7 @@ class MetricWriter:
                 logging.info('metrics.jsonl: kept %d lines up to step %d, dropped %d logged after '
                              'it and %d torn', len(kept), start_step, len(rows) - len(kept), bad)
                 workdir_lib.write_atomic(self.path, ''.join(json.dumps(r) + '\n' for r in kept))
-        from tensorboardX import SummaryWriter  # imported lazily: only process 0 needs it
+        SummaryWriter = _summary_writer_class()  # imported lazily: only process 0 needs it
         # purge_step = s + 1 hides what earlier event files hold for steps > s only.
         # The pid in the name: two writers started within one second get two files.
         self.tb = SummaryWriter(str(workdir), flush_secs=3600, filename_suffix=f'.{os.getpid()}',

@@ -4,8 +4,8 @@ A `Timings` collects seconds by phase (`with timings.phase('eval'): ...`) and, t
 `jax.monitoring`, the seconds JAX spends tracing and compiling; `summary()` is the line a run
 logs when it ends, e.g.
 
-    time 31.2 s: startup 2.6 (python and imports), data 0.1, init 0.4, first step 0.1,
-    train steps 20.5, log 0.2, eval 2.6, images 0.9, checkpoints 0.3, compile 3.1, other 0.7
+    time 20.4 s: startup 1.4 (python and imports), data 0.2, init 0.1, restore 0.0, first step
+    0.1, train steps 15.6, log 0.5, eval 0.8, images 0.2, checkpoints 0.1, compile 1.2, other 0.3
 
 Compilation happens inside the first call of each jitted function, so it is counted once, as
 'compile', and taken out of the phase it happened in.

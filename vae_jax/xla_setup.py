@@ -3,14 +3,16 @@ persistent compilation cache. Both apply to every process that imports vae_jax (
 `python -m vae_jax...` commands, a notebook) if JAX has not yet started its backends.
 
 - `CPU_FLAGS`: `--xla_cpu_experimental_ynn_fusion_type=-individual_convolution` has XLA:CPU
-  run each convolution with its own (Eigen) kernels instead of YNNPACK's, whose weight and input
-  gradients are slower on this project's conv nets: the conv β-VAE train step (batch 64,
-  64×64) 131 → 106 ms on a 2-core CPU, the MLP step unchanged (it has no convolution)
-  (`python benchmarks/xla_flags.py`). Flags only for the CPU backend: GPU/TPU ignore them.
+  run each convolution with its own (Eigen) kernels instead of YNNPACK's, which are slower
+  on this project's conv nets, forward and backward: the conv β-VAE train step (batch 64,
+  64×64) 110.5 → 91.7 ms on a 2-core CPU, its metrics' encoding 1.7× faster, the MLP step
+  unchanged (it has no convolution) (`python benchmarks/xla_flags.py`). Convolutions round
+  differently with it, so conv runs do not reproduce bit for bit across the switch (README,
+  "Speed"). Only the CPU backend reads these flags.
 - The persistent compilation cache (`jax_compilation_cache_dir`) in `<cache>/jax`
   (`vae_jax.cache.cache_dir()`): a process that compiles what an earlier one compiled (the same
   model, shapes, JAX version and flags) reads the executable instead of compiling it again:
-  the quick β-VAE's launch compiles for 6.1 s the first time, 2.5-2.8 s after (the rest is
+  a 20-step β-VAE launch compiles for 6.1 s the first time and 2.5-2.8 s after (the rest is
   tracing and lowering, which JAX does before it looks in the cache).
 
 `VAE_JAX_XLA_FLAGS=0` leaves XLA_FLAGS alone; `VAE_JAX_COMPILE_CACHE=0` leaves the cache off.
