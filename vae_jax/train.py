@@ -103,6 +103,9 @@ def train_points(configs, workdirs, devices=None, *, vmapped: bool = True,
         sources = [train_and_evals(c.data, c.seed) for c in points.configs]
         train_source = sources[0][0]
         pipeline.check_fits(train_source, base.batch_size)  # the stream checks it only lazily
+        for source in {id(s): s for t, evals in sources for s in (t, *evals.values())}.values():
+            if hasattr(source, 'load'):  # decoded (or read from the machine's cache) now, so
+                source.load()            # that the log says so, not inside the first step
     with timings.phase('init'):
         fns = model_fns.build(base.model, train_source.example_shape, train_source.num_classes)
         total = num_train_steps(base, train_source.num_examples)
