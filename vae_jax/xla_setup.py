@@ -21,7 +21,6 @@ A flag the user already set in XLA_FLAGS (by name) is never overridden.
 
 import os
 
-CACHE_MAX_BYTES = 4 << 30  # least recently used entries go first
 CPU_FLAGS = ('--xla_cpu_experimental_ynn_fusion_type=-individual_convolution',)
 
 
@@ -57,7 +56,9 @@ def enable_compilation_cache() -> str | None:
     # Every executable, however quick to build: a conv model's eager init alone compiles ~140
     # small ones (~40 ms each); cached, a warm launch's compilation falls from 5.4 to 2.6 s.
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
-    # A size limit turns on JAX's file lock around every read and write of the cache (without
-    # one, a process can read an entry another is still writing), and bounds the folder.
-    jax.config.update('jax_compilation_cache_max_size', CACHE_MAX_BYTES)
+    # No size limit: with one, JAX locks the folder and lists every entry on each write, which
+    # grows with the folder (thousands of small entries here). Without it an entry read while
+    # another process writes it, or torn by a kill, is reported by JAX ("Error reading
+    # persistent compilation cache entry") and compiled again: slower, never wrong. Deleting
+    # <cache>/jax at any time is safe.
     return path
