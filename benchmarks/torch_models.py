@@ -1,6 +1,8 @@
 """PyTorch versions of the benchmarked vae_jax models: the same networks and losses, written the
-way a PyTorch user would (NCHW, ConvTranspose2d decoders). Only the benchmarks import this, and
-only PyTorch (no JAX), so a PyTorch job's start-up is PyTorch's alone."""
+way a PyTorch user would (NCHW, ConvTranspose2d decoders). Only the benchmarks import this; it
+imports PyTorch alone (no JAX), so Pythae's and PyTorch's jobs do not pay for JAX's imports
+(benchmarks/torch_beta_vae.py still imports vae_jax for its dSprites data, outside the
+training it times)."""
 
 import numpy as np
 import torch

@@ -231,3 +231,20 @@ def test_racing_writers_never_show_a_reader_half_a_file(tmp_path, caplog):
     assert absl_messages(caplog, logging.WARNING) == []
     assert sorted(p.name for p in stem.parent.iterdir()) == ['entry.images.npy',
                                                             'entry.labels.npy']  # No temps.
+
+
+def test_saving_again_keeps_a_good_file_and_replaces_a_damaged_one(tmp_path):
+    """A published file may be memory-mapped by another process: a second save of the same
+    entry leaves it in place (the same inode); a damaged one is replaced."""
+    stem = tmp_path / 'entry'
+    images = np.arange(24, dtype=np.uint8).reshape(2, 3, 4, 1)
+    assert cache.save_arrays(stem, {'images': images})
+    path = tmp_path / 'entry.images.npy'
+    inode = path.stat().st_ino
+    assert cache.save_arrays(stem, {'images': images})
+    assert path.stat().st_ino == inode
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith('.tmp')]
+    path.write_bytes(path.read_bytes()[:40])  # torn
+    assert cache.save_arrays(stem, {'images': images})
+    np.testing.assert_array_equal(
+        cache.load_arrays(stem, {'images': (images.shape, images.dtype)})['images'], images)

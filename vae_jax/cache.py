@@ -58,6 +58,26 @@ def load_arrays(stem: Path, spec: dict) -> dict | None:
     return arrays
 
 
+def _publish(tmp: Path, path: Path, array) -> None:
+    """Moves `tmp` to `path` without replacing a good file there: another process may have
+    that one memory-mapped (on NFS, replacing it could pull its pages away). A damaged or
+    different one is replaced."""
+    try:
+        os.link(tmp, path)  # fails if `path` exists: it is never overwritten by this
+        return
+    except FileExistsError:
+        pass
+    except OSError:  # a file system without hard links
+        pass
+    try:
+        existing = np.load(path, mmap_mode='r', allow_pickle=False)
+        if existing.shape == array.shape and existing.dtype == array.dtype:
+            return  # a process that raced this one published the same array
+    except (OSError, ValueError, EOFError):
+        pass
+    os.replace(tmp, path)
+
+
 def save_arrays(stem: Path, arrays: dict) -> bool:
     """Writes each of ``arrays`` ({field: array}) to ``<stem>.<field>.npy`` atomically.
 
@@ -76,7 +96,7 @@ def save_arrays(stem: Path, arrays: dict) -> bool:
                     np.save(f, np.ascontiguousarray(array), allow_pickle=False)
                     f.flush()
                     os.fsync(f.fileno())  # The rename must not land before the bytes do.
-                os.replace(tmp, path)
+                _publish(tmp, path, array)
             finally:
                 if tmp.exists():
                     tmp.unlink()

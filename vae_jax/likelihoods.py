@@ -29,7 +29,9 @@ class Likelihood:
     Attributes:
       num_params: k, the decoder outputs per pixel.
       log_prob: (x [...], params [..., k]) -> [] nats, summed over pixels. It must be a sum of
-        independent per-pixel terms: the IWAE bound evaluates it on flattened pixels.
+        independent per-pixel terms: `ModelFns.log_lik` and the IWAE bound call it on
+        flattened pixels, x [pixels] and params [pixels, k] (so a likelihood that couples
+        channels needs another interface).
       mean: params [..., k] -> E[x | z] [...].
       sample: (key, params [..., k]) -> x [...] ~ p(x | z).
       binary: the data are (or are binarized to) {0, 1} (allows data.binarize='dynamic').

@@ -1,8 +1,8 @@
 """Pictures of a VAE: the grids logged during training, interpolations, latent traversals, the
 2-D manifold, class grids.
 
-`training_grids` takes the model's `ModelFns` (or `grid_arrays` bound to them, jitted); the others are independent of Flax and take two
-callables (e.g. jitted `ModelFns.decode_mean` and the posterior mean of `ModelFns.encode`):
+`training_grids` takes `grid_arrays` bound to the model's `ModelFns`; the others are
+independent of Flax and take two callables (e.g. jitted `ModelFns.decode_mean` and the posterior mean of `ModelFns.encode`):
 
     decode_mean(z [n, z], y [n] int or None) -> E[x | z, y]: images [n, h, w, c]
     encode_mean(x [n, h, w, c], y [n] int or None) -> posterior means [n, z]
@@ -22,7 +22,6 @@ import numpy as np
 
 from vae_jax import images
 from vae_jax.images import tile_picture
-from vae_jax.model_fns import ModelFns
 
 Decode = Callable[[jax.Array, Optional[jax.Array]], jax.Array]
 Encode = Callable[[jax.Array, Optional[jax.Array]], jax.Array]
@@ -273,19 +272,16 @@ def training_grids(arrays, params, source, config, key: jax.Array) -> dict[str, 
     posterior means) and decoded prior samples (one row per class for a CVAE).
 
     `arrays` is `grid_arrays` with the model's `ModelFns` bound (jitted once by the loop, so
-    that every eval reuses its compiled code), or the `ModelFns` themselves (eager).
+    that every eval reuses its compiled code).
     Inputs are spread over the split: dSprites' eval set is sorted by factor, so its first
     rows would all be small squares. {} for data that are not images.
     """
     if len(source.example_shape) != 3:
         return {}
-    if isinstance(arrays, ModelFns):
-        arrays = functools.partial(grid_arrays, arrays)
     n = config.num_image_examples
     batch = source.get_batch(np.linspace(0, source.num_examples - 1, n).astype(np.int64))
     x, y = jnp.asarray(batch['image']), jnp.asarray(batch['label'])
-    conditional = config.model.conditional
-    rows = source.num_classes if conditional else 8
+    rows = source.num_classes if config.model.conditional else 8
     recon, samples = arrays(params, x, y, key, rows)
     return {'reconstructions': images.side_by_side(np.asarray(x), np.asarray(recon)),
             'samples': images.grid(np.asarray(samples), rows=rows)}

@@ -26,6 +26,7 @@ _COMPILE_EVENTS = ('/jax/core/compile/jaxpr_trace_duration',
 _compile_seconds = [0.0]
 _lock = threading.Lock()
 _registered = []
+_started: list = []  # a Timings was made in this process
 
 
 def _listener(event: str, duration: float, **_) -> None:
@@ -61,7 +62,10 @@ class Timings:
 
     def __init__(self):
         self.seconds: dict[str, float] = defaultdict(float)
-        self.startup = process_age()  # the interpreter and imports, before this object
+        # The interpreter and imports, before this object: only the process's first Timings
+        # has them (a sweep's later points would count the earlier points' training).
+        self.startup = None if _started else process_age()
+        _started.append(True)
         self._compile0 = compile_seconds()
         self._t0 = time.perf_counter()
 

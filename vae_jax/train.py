@@ -153,7 +153,7 @@ def train_points(configs, workdirs, devices=None, *, vmapped: bool = True,
                 from vae_jax.evaluate import factor_report  # scikit-learn: only when needed
                 if not factor_report.has_results(paths[p], total):
                     with timings.phase('metrics'):
-                            factor_report.evaluate_and_write(
+                        factor_report.evaluate_and_write(
                             fns, points.split(state)[p].eval_params, c, train_p, evals['eval'],
                             paths[p], total, writers[p])
         logging.info('%s', timings.summary())

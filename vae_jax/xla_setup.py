@@ -21,6 +21,8 @@ A flag the user already set in XLA_FLAGS (by name) is never overridden.
 
 import os
 
+from absl import logging
+
 CPU_FLAGS = ('--xla_cpu_experimental_ynn_fusion_type=-individual_convolution',)
 
 
@@ -33,11 +35,25 @@ def add_xla_flags(environ=os.environ, flags=CPU_FLAGS) -> list[str]:
     returns those added. It takes effect only if JAX's backends have not started yet."""
     if _off('VAE_JAX_XLA_FLAGS'):
         return []
+    if environ is os.environ and _backends_started():
+        # Too late for this process; and XLA_FLAGS is part of the compilation cache's key,
+        # which must not claim flags the running backend never read.
+        logging.warning('JAX started before vae_jax was imported: its XLA:CPU flags %s are not '
+                        'set (import vae_jax first, or set XLA_FLAGS yourself)', ' '.join(flags))
+        return []
     present = {f.split('=', 1)[0] for f in environ.get('XLA_FLAGS', '').split()}
     added = [f for f in flags if f.split('=', 1)[0] not in present]
     if added:
         environ['XLA_FLAGS'] = ' '.join([environ.get('XLA_FLAGS', ''), *added]).strip()
     return added
+
+
+def _backends_started() -> bool:
+    try:
+        from jax._src import xla_bridge  # no public API says whether the backends are up
+        return bool(xla_bridge.backends_are_initialized())
+    except (ImportError, AttributeError):
+        return False
 
 
 def enable_compilation_cache() -> str | None:
