@@ -7,14 +7,12 @@ traced, the formulation the backend runs fastest:
   autodiff produces (which XLA:CPU runs without an optimised kernel);
 - on GPU/TPU: `lax.conv_general_dilated` itself.
 
-What was measured against these (2-core CPU, batch 64, the β-VAE's layers): a convolution as one
-matrix multiplication of its input's patches (im2col, kh·kw strided slices concatenated, then
-dot_general) is *slower* here, because XLA:CPU materialises the patches at ~1 GB/s: 38 ms
-forward for the 32×32×32 -> 16×16×32 layer against 4 ms as a convolution, 73 ms against 2 ms
-for the decoder's 32×32×32 -> 4-channel layer. The transposed convolution as one matmul plus
-an overlap-add of its 16 taps matches torch's ConvTranspose2d on three of the four decoder
-layers, but not on 16×16×32 -> 32×32×32 (36 ms against 23). The conv step's speed-up on CPU
-comes from an XLA flag instead (`xla_setup.CPU_FLAGS`).
+Tried against these and not kept (2-core CPU, batch 64, the β-VAE's layers; one-off scripts,
+numbers in the issue's note): a convolution as one matrix multiplication of its input's
+patches (im2col: kh·kw strided slices concatenated, then dot_general) is several times slower
+here, because XLA:CPU copies the patches slowly; a transposed convolution as one matmul plus an
+overlap-add of its 16 taps loses to torch's ConvTranspose2d on the 16×16×32 -> 32×32×32 layer.
+The conv step's speed-up on CPU comes from an XLA flag instead (`xla_setup.CPU_FLAGS`).
 """
 
 import functools

@@ -43,7 +43,8 @@ def _summary_writer_class():
     """tensorboardX's SummaryWriter, imported without PyTorch.
 
     tensorboardX imports torch whenever it is installed (to accept its tensors), 1.2-1.9 s of
-    every launch on a machine with PyTorch (the `bench` extra), for nothing: vae_jax writes
+    every launch on a machine with PyTorch (the `bench` extra; `python -X importtime -c
+    "import tensorboardX"`), for nothing: vae_jax writes
     numpy. While tensorboardX loads, `import torch` fails as if it were absent; a torch that is
     already imported stays as it is.
     """

@@ -98,7 +98,7 @@ class ModelFns:
         """log p(x | z) [b] from x [b, ...] and the decoder output [b, ..., k].
 
         The pixels are flattened first (a `Likelihood.log_prob` is a sum of per-pixel terms):
-        XLA:CPU reduces a [500, 28, 28, 1] array about 25× slower than a [500, 784] one.
+        XLA:CPU reduces a [500, 28, 28, 1] array many times slower than a [500, 784] one.
         """
         b = x.shape[0]
         return jax.vmap(self.likelihood.log_prob)(x.reshape(b, -1),

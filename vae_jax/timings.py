@@ -78,9 +78,6 @@ class Timings:
         finally:
             self.seconds[name] += (time.perf_counter() - t0) - (compile_seconds() - c0)
 
-    def add(self, name: str, seconds: float) -> None:
-        self.seconds[name] += seconds
-
     @property
     def compile(self) -> float:
         return compile_seconds() - self._compile0

@@ -12,8 +12,10 @@ persistent compilation cache. Both apply to every process that imports vae_jax (
 - The persistent compilation cache (`jax_compilation_cache_dir`) in `<cache>/jax`
   (`vae_jax.cache.cache_dir()`): a process that compiles what an earlier one compiled (the same
   model, shapes, JAX version and flags) reads the executable instead of compiling it again:
-  a 20-step β-VAE launch compiles for 6.1 s the first time and 2.5-2.8 s after (the rest is
-  tracing and lowering, which JAX does before it looks in the cache).
+  a 20-step β-VAE launch (`launch.py --config=experiments/beta_vae.py:quick,steps=20
+  --config.disentanglement.metrics='()'`, its `time` line's compile) compiles for 6.1 s the
+  first time and 2.5-2.8 s after (the rest is tracing and lowering, which JAX does before it
+  looks in the cache).
 
 `VAE_JAX_XLA_FLAGS=0` leaves XLA_FLAGS alone; `VAE_JAX_COMPILE_CACHE=0` leaves the cache off.
 A flag the user already set in XLA_FLAGS (by name) is never overridden.
