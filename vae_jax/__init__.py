@@ -6,8 +6,7 @@ over pixels and latents; batch them with `jax.vmap` and average over the batch.
 
 from vae_jax import xla_setup
 
-xla_setup.add_xla_flags()  # before anything starts JAX's backends (see xla_setup)
-xla_setup.enable_compilation_cache()
+xla_setup.setup()  # before anything starts JAX's backends (see xla_setup)
 
 from vae_jax.configs import base_config
 from vae_jax.distributions import (bernoulli_log_likelihood, gaussian_kl, gaussian_kl_per_dim,

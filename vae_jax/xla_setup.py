@@ -32,16 +32,24 @@ def _off(name: str) -> bool:
     return os.environ.get(name, '1').strip().lower() in ('0', 'false', 'off', 'no')
 
 
+def setup() -> None:
+    """Both, for this process (what importing vae_jax does)."""
+    if _backends_started():
+        # Too late for this process; and XLA_FLAGS is part of the compilation cache's key,
+        # which must not claim flags the running backend never read.
+        if not _off('VAE_JAX_XLA_FLAGS'):
+            logging.warning('JAX started before vae_jax was imported: its XLA:CPU flags %s are '
+                            'not set (import vae_jax first, or set XLA_FLAGS yourself)',
+                            ' '.join(CPU_FLAGS))
+    else:
+        add_xla_flags()
+    enable_compilation_cache()
+
+
 def add_xla_flags(environ=os.environ, flags=CPU_FLAGS) -> list[str]:
     """Appends each of `flags` to environ['XLA_FLAGS'] unless a flag of that name is there;
     returns those added. It takes effect only if JAX's backends have not started yet."""
     if _off('VAE_JAX_XLA_FLAGS'):
-        return []
-    if environ is os.environ and _backends_started():
-        # Too late for this process; and XLA_FLAGS is part of the compilation cache's key,
-        # which must not claim flags the running backend never read.
-        logging.warning('JAX started before vae_jax was imported: its XLA:CPU flags %s are not '
-                        'set (import vae_jax first, or set XLA_FLAGS yourself)', ' '.join(flags))
         return []
     present = {f.split('=', 1)[0] for f in environ.get('XLA_FLAGS', '').split()}
     added = [f for f in flags if f.split('=', 1)[0] not in present]
