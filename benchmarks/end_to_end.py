@@ -1,7 +1,9 @@
 """Whole jobs, vae_jax against its peers: wall time, peak memory and the result, alternating.
 
+    python3 -m venv ../pythae-venv && ../pythae-venv/bin/pip install pythae   # once, for `main`
+    pip install -e '.[bench]'                                                # torch, for `beta_quick`
     python benchmarks/end_to_end.py                          # both jobs, 3 rounds (~12 min)
-    python benchmarks/end_to_end.py --jobs=main --rounds=5
+    python benchmarks/end_to_end.py --jobs=main --rounds=5 --pythae_python=PATH
 
 Two jobs, each run as a fresh process per round, the two sides alternating (who goes first
 swaps every round) after waiting for the machine to go quiet:
@@ -100,9 +102,12 @@ def main():
     parser.add_argument('--rounds', type=int, default=3)
     parser.add_argument('--cold', action='store_true',
                         help='an empty VAE_JAX_CACHE for every vae_jax run')
-    parser.add_argument('--pythae_python', default=str(ROOT.parent / 'pyvenv' / 'bin' / 'python'),
+    parser.add_argument('--pythae_python', default=str(ROOT.parent / 'pythae-venv' / 'bin' / 'python'),
                         help='a Python with pythae and torch (never a vae_jax dependency)')
     args = parser.parse_args()
+    if 'main' in args.jobs.split(',') and not Path(args.pythae_python).is_file():
+        sys.exit(f'error: no Python with pythae at {args.pythae_python}; install one (see the '
+                 f'docstring) or pass --pythae_python')
     env = dict(os.environ)
     env.setdefault('TFDS_DATA_DIR', str(DATA))
     results = {}
