@@ -224,10 +224,9 @@ def main():
         print(warning)
     print('Notes: JAX times the experiment\'s pmapped train step (1 device, donated state, '
           'batches already on device), including its per-example key derivation and metrics. '
-          'The JAX conv decoder upsamples with sub-pixel convolution (3×3 conv to 4c channels '
-          '+ depth-to-space, vae_jax.models.SubPixelUpsample), a superset of the 4×4 stride-2 '
-          'transposed convolution the PyTorch reference uses (ConvTranspose2d, as PyTorch '
-          'users write it) with 9/4 of its multiply-adds; see benchmarks/upsampling.py.')
+          'Both conv decoders are the paper\'s 4×4 stride-2 transposed convolutions: '
+          'ConvTranspose2d in PyTorch, vae_jax.models.TransposedConvUpsample in JAX (on CPU '
+          'one stride-1 2×2 convolution per output phase); see benchmarks/upsampling.py.')
 
 
 if __name__ == '__main__':

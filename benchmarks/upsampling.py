@@ -14,7 +14,10 @@ p=1)) from [b, h, w, c_in] to [b, 2h, 2w, c_out]:
   phases 2x2 VALID     the same with the input padded by jnp.pad and a VALID convolution, for
                        which XLA:CPU picks other kernels (faster or slower, by shape)
   SubPixelUpsample     vae_jax.models: 3×3 convolution to 4·c_out channels + depth-to-space,
-                       a superset of the layer with 9/4 of its multiply-adds (what vae_jax uses)
+                       a superset of the layer with 9/4 of its multiply-adds
+                       (model.upsample='subpixel', vae_jax's decoder before 'transposed')
+  TransposedConvUpsample  vae_jax.models (model.upsample='transposed', the default): the
+                       layer itself, on CPU as four 2×2 convolutions, one per output phase
   torch (reference)    torch.nn.ConvTranspose2d, if PyTorch is installed
 
 Rounds alternate the formulations, each block after waiting (up to 3 s) for other processes to
@@ -37,7 +40,7 @@ import numpy as np
 from jax import lax
 
 from timing import block_size, load_warning, timed, wait_for_idle
-from vae_jax.models import SubPixelUpsample
+from vae_jax.models import SubPixelUpsample, TransposedConvUpsample
 
 try:
     import torch
@@ -89,11 +92,13 @@ def jax_layers(c_out):
         return init, lambda p, x: fn(x, p['w'], p['b'])
     flax_ct = nn.ConvTranspose(c_out, (4, 4), strides=(2, 2), padding='SAME')
     subpixel = SubPixelUpsample(c_out)
+    transposed = TransposedConvUpsample(c_out)
     return {'flax ConvTranspose': (flax_ct.init, flax_ct.apply),
             'lax lhs_dilation': explicit(convT_lhs_dilation),
             'phases 2x2 pad=1': explicit(convT_phases),
             'phases 2x2 VALID': explicit(functools.partial(convT_phases, pad_first=True)),
-            'SubPixelUpsample': (subpixel.init, subpixel.apply)}
+            'SubPixelUpsample': (subpixel.init, subpixel.apply),
+            'TransposedConvUpsample': (transposed.init, transposed.apply)}
 
 
 def check_phases():

@@ -90,6 +90,8 @@ def test_model_fns_bundle_wires_network_likelihood_and_prior():
     ('model.likelihood', 'poisson', 'unknown model.likelihood'),
     ('model.prior', 'vamp', 'unknown model.prior'),
     ('model.gaussian_scale', 0.0, 'gaussian_scale must be positive'),
+    ('model.upsample', 'nearest', 'unknown model.upsample'),
+    ('model.kernel', 3, 'upsample=transposed needs an even model.kernel'),
 ])
 def test_registry_names_are_validated(field, value, message):
     c = base_config()

@@ -1,4 +1,4 @@
-"""models.py: shapes, conditioning, and the sub-pixel layer against a transposed convolution."""
+"""models.py: shapes, conditioning, and the upsampling layers against a transposed convolution."""
 
 import chex
 import jax
@@ -8,7 +8,8 @@ import pytest
 
 from vae_jax import base_config
 from vae_jax.errors import UserError
-from vae_jax.models import SubPixelUpsample, build_model, depth_to_space
+from vae_jax.models import (SubPixelUpsample, TransposedConvUpsample, build_model,
+                            depth_to_space)
 
 
 def _model(example_shape, num_classes=0, **overrides):
@@ -101,3 +102,37 @@ def test_subpixel_layer_represents_a_4x4_stride2_transposed_conv_exactly():
     got = layer.apply(params, jnp.asarray(x, jnp.float32))
     np.testing.assert_allclose(got, _transposed_conv_reference(x, wt), rtol=1e-4, atol=1e-4)
 
+
+
+def test_transposed_upsample_layer_is_the_papers_transposed_conv():
+    """TransposedConvUpsample with kernel w computes ConvTranspose2d(4, 2, 1) with w, and draws
+    its kernel with variance 1 / ((k/2)² c_in), the fan-in of each output pixel."""
+    rng = np.random.default_rng(1)
+    cin, cout = 3, 2
+    x = rng.normal(size=(2, 5, 6, cin))
+    wt = rng.normal(size=(4, 4, cin, cout))
+    layer = TransposedConvUpsample(cout)
+    params = layer.init(jax.random.key(0), jnp.zeros((1, 5, 6, cin)))
+    assert jax.tree.map(jnp.shape, params) == {'params': {'kernel': (4, 4, cin, cout),
+                                                          'bias': (cout,)}}
+    params = {'params': {'kernel': jnp.asarray(wt, jnp.float32), 'bias': jnp.ones(cout)}}
+    got = layer.apply(params, jnp.asarray(x, jnp.float32))
+    np.testing.assert_allclose(got, _transposed_conv_reference(x, wt) + 1, rtol=1e-4, atol=1e-4)
+    big = TransposedConvUpsample(64).init(jax.random.key(1), jnp.zeros((1, 4, 4, 256)))
+    std = float(jnp.std(big['params']['kernel']))
+    assert abs(std - 1 / np.sqrt(4 * 256)) < 0.05 / np.sqrt(4 * 256)
+
+
+@pytest.mark.parametrize('upsample,per_layer', [('transposed', 16), ('subpixel', 36)])
+def test_conv_decoder_upsamples_with_the_configured_layer(upsample, per_layer):
+    """model.upsample picks the decoder's ×2 layers: the paper's 4×4 transposed convolutions
+    (k²·c_in·c_out weights each) or the 3×3 sub-pixel ones (9·c_in·4·c_out)."""
+    model = _model((64, 64, 1), encoder='conv', conv_channels=(32, 32, 64, 64), upsample=upsample)
+    x = jnp.zeros((2, 64, 64, 1))
+    params = model.init(jax.random.key(0), x)['params']
+    layers = [v for k, v in sorted(params['decoder'].items()) if 'Upsample' in k]
+    kernels = [p['kernel'] if 'kernel' in p else p['Conv_0']['kernel'] for p in layers]
+    sizes = [(64, 64), (64, 32), (32, 32), (32, 1)]  # (c_in, c_out), 4×4 -> 64×64
+    assert [k.size for k in kernels] == [per_layer * i * o for i, o in sizes]
+    z = model.apply({'params': params}, x, method=model.encode)[0]
+    assert model.apply({'params': params}, z, method=model.decode).shape == (2, 64, 64, 1, 1)

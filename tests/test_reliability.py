@@ -393,3 +393,21 @@ def test_checkpoints_from_before_the_objective_registry_still_resume(tmp_path):
     assert isinstance(restored, steps.TrainState) and int(restored.aux.step) == 3
     for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_conv_run_saved_before_model_upsample_reads_as_subpixel(tmp_path):
+    """A config.json written before `model.upsample` existed trained the sub-pixel decoder:
+    it is read back as that (not today's default), and relaunching it with today's default
+    is refused as another config."""
+    from vae_jax import base_config
+    from experiments import beta_vae
+    c = beta_vae.get_config('quick')
+    assert c.model.upsample == 'transposed'
+    saved = json.loads(c.to_json_best_effort())
+    del saved['model']['upsample']
+    (tmp_path / workdir_lib.CONFIG_FILE).write_text(json.dumps(saved))
+    assert workdir_lib.read_config(tmp_path, base_config()).model.upsample == 'subpixel'
+    with pytest.raises(UserError, match="model.upsample 'subpixel' -> 'transposed'"):
+        workdir_lib.check_relaunch(tmp_path, c, base_config(), allow_change=False)
+    c.model.upsample = 'subpixel'
+    assert workdir_lib.check_relaunch(tmp_path, c, base_config(), allow_change=False) == {}

@@ -1,11 +1,15 @@
 """Convolutions as vae_jax's layers compute them: `Conv` is flax's `nn.Conv` (the same class,
-parameters, values and derivatives) computed by `conv_general_dilated`, which picks, when it is
-traced, the formulation the backend runs fastest:
+parameters, and values and derivatives to float rounding) computed by `conv_general_dilated`,
+which picks, when it is traced, the formulation the backend runs fastest:
 
 - on CPU: `strided_conv`, XLA's convolution whose *input gradient* for a strided kernel is a
   stride-1 convolution over space-to-depth inputs instead of the lhs-dilated convolution
-  autodiff produces (which XLA:CPU runs without an optimised kernel);
+  autodiff produces (which XLA:CPU runs without an optimised kernel), and whose forward pass
+  over fewer than 4 input channels (an image's first layer) goes through space-to-depth too;
 - on GPU/TPU: `lax.conv_general_dilated` itself.
+
+`upsample_conv` is the decoder's ×2 transposed convolution, on CPU as one stride-1
+convolution per output phase.
 
 Tried against these and not kept (2-core CPU, batch 64, the β-VAE's layers; one-off scripts,
 numbers in the issue's note): a convolution as one matrix multiplication of its input's
@@ -76,29 +80,43 @@ def _strided_conv_s2d(x, kernel, pads, stride):
     return _xla_conv(x, k.reshape(kh // s, kw // s, s * s * c, o), 'VALID', 1)
 
 
+# With fewer input channels than this, the forward pass of a strided convolution runs faster
+# over space-to-depth inputs (batch 64, 64×64 -> 32×32×32, k4 s2, 2-core CPU: 1 channel 1.8 ->
+# 1.0 ms, 3 channels 3.0 -> 1.4 ms; 8 channels 3.0 -> 3.5 ms, slower).
+S2D_FORWARD_CHANNELS = 4
+
+
+def _strided_forward(x, kernel, pads, stride):
+    if x.shape[-1] < S2D_FORWARD_CHANNELS:
+        return _strided_conv_s2d(x, kernel, pads, stride)
+    return _xla_conv(x, kernel, pads, stride)
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
 def _strided_conv(x, kernel, pads, stride):
-    return _xla_conv(x, kernel, pads, stride)
+    return _strided_forward(x, kernel, pads, stride)
 
 
 @_strided_conv.defjvp
 def _strided_conv_jvp(pads, stride, primals, tangents):
     (x, kernel), (dx, dkernel) = primals, tangents
-    # Only the x-tangent changes form: its transpose, the input gradient, is then a stride-1
-    # convolution instead of an lhs-dilated one.
-    tangent = _strided_conv_s2d(dx, kernel, pads, stride) + _xla_conv(x, dkernel, pads, stride)
-    return _xla_conv(x, kernel, pads, stride), tangent
+    # The x-tangent's transpose, the input gradient, is then a stride-1 convolution instead of
+    # an lhs-dilated one.
+    tangent = (_strided_conv_s2d(dx, kernel, pads, stride)
+               + _strided_forward(x, dkernel, pads, stride))
+    return _strided_forward(x, kernel, pads, stride), tangent
 
 
 def strided_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                  dimension_numbers=None, feature_group_count=1, **kwargs) -> jax.Array:
     """XLA's convolution with the input gradient of a strided one as a stride-1 convolution.
 
-    Same values, parameters and derivatives (forward and reverse mode) as nn.Conv. For a
-    stride-2 4×4 convolution autodiff produces an lhs-dilated convolution, which XLA:CPU runs
-    without an optimised kernel (23 ms against 2 ms through space-to-depth for 32×32×32 ->
-    16×16×32 at batch 64, 2 cores). Anything else (stride 1, kernels the stride does not
-    divide, dilation, groups) goes to lax unchanged.
+    The same parameters, and values and derivatives (forward and reverse mode) to float
+    rounding, as nn.Conv: bit for bit with 4 or more input channels, where only the input
+    gradient changes form. For a stride-2 4×4 convolution autodiff produces an lhs-dilated
+    convolution, which XLA:CPU runs without an optimised kernel (23 ms against 2 ms through
+    space-to-depth for 32×32×32 -> 16×16×32 at batch 64, 2 cores). Anything else (stride 1,
+    kernels the stride does not divide, dilation, groups) goes to lax unchanged.
     """
     s = window_strides[0]
     if (s == 1 or not _supported(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
@@ -115,7 +133,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
                          **kwargs) -> jax.Array:
     """`lax.conv_general_dilated`, computed the way the backend runs fastest: `strided_conv`
-    on CPU, lax's own elsewhere. The same parameters, values and derivatives either way."""
+    on CPU, lax's own elsewhere. The same parameters, values and derivatives either way (to
+    float rounding)."""
     impl = strided_conv if jax.default_backend() == 'cpu' else lax.conv_general_dilated
     return impl(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                 dimension_numbers, feature_group_count, **kwargs)
@@ -124,3 +143,55 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
 # flax's nn.Conv (the same class, so the same parameter names and shapes) computed by
 # `conv_general_dilated`.
 Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
+
+
+def _upsample_phase(k: int, a: int) -> tuple[tuple[int, ...], tuple[int, int]]:
+    """(taps, (low, high) padding) of output phase a (rows 2n + a) of `upsample_conv` with a
+    k-tap kernel: row 2n + a sums input rows n + c - (m - 1) + u, u = 0..m-1 (m = k/2,
+    c = (a + k/2 - 1) // 2), through kernel taps taps[u]."""
+    m, p = k // 2, k // 2 - 1
+    c = (a + p) // 2
+    return tuple(2 * (m - 1 - u) + (a + p) % 2 for u in range(m)), (m - 1 - c, c)
+
+
+def _upsample_conv_phases(x, kernel):
+    """`upsample_conv` as four stride-1 (k/2)×(k/2) convolutions, one per output phase (row
+    parity a, column parity q), each padded to yield exactly its [b, h, w, c_out]; interleaved.
+    The multiply-adds of the transposed convolution, without its zero-dilated input."""
+    b, h, w, _ = x.shape
+    k, c_out = kernel.shape[0], kernel.shape[-1]
+    rows = []
+    for a in (0, 1):
+        taps_a, pads_a = _upsample_phase(k, a)
+        phases = []
+        for q in (0, 1):
+            taps_q, pads_q = _upsample_phase(k, q)
+            sub = kernel[jnp.asarray(taps_a)[:, None], jnp.asarray(taps_q)[None, :]]
+            phases.append(_xla_conv(x, sub, (pads_a, pads_q), 1))
+        rows.append(jnp.stack(phases, 3))               # [b, h, w, 2 (q), c_out]
+    return jnp.stack(rows, 2).reshape(b, 2 * h, 2 * w, c_out)  # [b, h, 2 (a), w, 2 (q), c]
+
+
+def _upsample_conv_dilated(x, kernel):
+    """`upsample_conv` as lax computes a transposed convolution: the input dilated by zeros."""
+    k = kernel.shape[0]
+    return lax.conv_general_dilated(x, kernel[::-1, ::-1], (1, 1), [(k // 2, k // 2)] * 2,
+                                    lhs_dilation=(2, 2), dimension_numbers=NHWC)
+
+
+def upsample_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """The ×2 transposed convolution of the Burgess et al. decoder (PyTorch's
+    `ConvTranspose2d(k, stride=2, padding=k/2 - 1)`, TensorFlow's `conv2d_transpose` with SAME
+    padding): x [b, h, w, c_in], kernel [k, k, c_in, c_out] (k even) -> [b, 2h, 2w, c_out],
+    out[2i - (k/2 - 1) + t] += x[i] · kernel[t] along each spatial axis.
+
+    On CPU it is computed as four stride-1 (k/2)×(k/2) convolutions, one per output phase
+    (`_upsample_conv_phases`): XLA:CPU runs the backward pass of the zero-dilated form that
+    lax uses for transposed convolutions 10-20× slower (`python benchmarks/upsampling.py`).
+    Elsewhere it is lax's transposed convolution. The same values and derivatives either way.
+    """
+    if kernel.shape[0] % 2 or kernel.shape[1] != kernel.shape[0]:
+        raise ValueError(f'upsample_conv needs a square kernel of even size, got {kernel.shape}')
+    if jax.default_backend() == 'cpu':
+        return _upsample_conv_phases(x, kernel)
+    return _upsample_conv_dilated(x, kernel)

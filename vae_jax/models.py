@@ -19,28 +19,53 @@ import jax
 import jax.numpy as jnp
 
 from vae_jax import flows, likelihoods, priors, registry
-from vae_jax.convolution import Conv, depth_to_space
+from vae_jax.convolution import Conv, depth_to_space, upsample_conv
 from vae_jax.errors import UserError
 from vae_jax.inits import dense_init
 
-class SubPixelUpsample(nn.Module):
-    """×2 upsampling as a 3×3 convolution to 4·c channels followed by depth-to-space.
+class TransposedConvUpsample(nn.Module):
+    """×2 upsampling as the Burgess et al. decoder has it: a k×k, stride-2 transposed
+    convolution (`convolution.upsample_conv`; PyTorch's `ConvTranspose2d(k, 2, k/2 - 1)`).
 
-    Every output pixel of a 4×4, stride-2 transposed convolution (the Higgins/Burgess decoder)
-    reads a 3×3 input neighbourhood, so this layer represents a superset of that layer. It is
-    used instead because XLA:CPU's transposed-convolution backward pass is very slow: for
-    7×7×64 -> 14×14×32 at batch 128 on 2 cores the forward+backward takes ~54 ms as flax's
-    ConvTranspose and 12-15 ms here; for 16×16×32 -> 32×32×32 at batch 64, 115-134 ms vs
-    19 ms; for a 1-channel output (32×32×32 -> 64×64×1) ConvTranspose is a little faster
-    (10 vs 13 ms). See benchmarks/upsampling.py. On GPU/TPU it is a plain convolution, which
-    is what those backends are fastest at.
+    Parameters: kernel [k, k, c_in, c_out], bias [c_out]. Each output pixel sums (k/2)²·c_in
+    input terms, so the kernel is drawn as LeCun-normal over that fan-in (flax's ConvTranspose
+    would count k²·c_in).
     """
     features: int
+    kernel: int = 4
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k = self.kernel
+        init = nn.initializers.variance_scaling(4.0, 'fan_in', 'truncated_normal')
+        kernel = self.param('kernel', init, (k, k, x.shape[-1], self.features))
+        bias = self.param('bias', nn.initializers.zeros_init(), (self.features,))
+        return upsample_conv(x, kernel) + bias
+
+
+class SubPixelUpsample(nn.Module):
+    """×2 upsampling as a 3×3 convolution to 4·c channels followed by depth-to-space
+    (`model.upsample = 'subpixel'`; vae_jax's conv decoder before 'transposed').
+
+    Every output pixel of a 4×4, stride-2 transposed convolution reads a 3×3 input
+    neighbourhood, so this layer represents a superset of that layer, with 9/4 of its
+    parameters and multiply-adds.
+    """
+    features: int
+    kernel: int = 4  # unused: the layer is 3×3 whatever the encoder's kernel
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         x = Conv(4 * self.features, (3, 3), padding='SAME')(x)
         return depth_to_space(x, 2)
+
+
+# config.model.upsample -> the conv decoder's ×2 upsampling layer, built as cls(features,
+# kernel) with the encoder's kernel size.
+UPSAMPLERS = {
+    'transposed': TransposedConvUpsample,
+    'subpixel': SubPixelUpsample,
+}
 
 
 def _one_hot(y: Optional[jax.Array], num_classes: int) -> Optional[jax.Array]:
@@ -166,7 +191,8 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """Mirror of ConvEncoder: Dense -> Dense to a small feature map -> ×2 upsamplings.
+    """Mirror of ConvEncoder: Dense -> Dense to a small feature map -> ×2 upsamplings
+    (`UPSAMPLERS[upsample]`: by default the paper's k×k, stride-2 transposed convolutions).
 
     The feature map starts at ceil(size / 2^n) for n upsamplings and the result is cropped
     to `output_shape` (e.g. 2 -> 32 -> 28 for four layers on MNIST; 4 -> 64 on dSprites).
@@ -176,6 +202,8 @@ class ConvDecoder(nn.Module):
     output_shape: Sequence[int]  # (h, w, c)
     num_params: int = 1
     num_classes: int = 0
+    upsample: str = 'transposed'  # a name in UPSAMPLERS
+    kernel: int = 4
 
     @nn.compact
     def __call__(self, z: jax.Array, y: Optional[jax.Array] = None) -> jax.Array:
@@ -188,7 +216,7 @@ class ConvDecoder(nn.Module):
         h = h.reshape(z.shape[0], h0, w0, self.channels[-1])
         out_channels = list(reversed(self.channels[:-1])) + [out_c * self.num_params]
         for i, c in enumerate(out_channels):
-            h = SubPixelUpsample(c)(h)
+            h = UPSAMPLERS[self.upsample](c, self.kernel)(h)
             if i < n - 1:
                 h = nn.relu(h)
         h = h[:, :height, :width, :]
@@ -268,7 +296,8 @@ def conv(model_config, shape: tuple, num_params: int, num_classes: int, context:
         raise UserError(f'the conv encoder needs images [h, w, c]; this dataset has {shape}')
     return (ConvEncoder(tuple(c.conv_channels), c.dense, c.latents, c.kernel, num_classes,
                         context),
-            ConvDecoder(tuple(c.conv_channels), c.dense, shape, num_params, num_classes))
+            ConvDecoder(tuple(c.conv_channels), c.dense, shape, num_params, num_classes,
+                        c.upsample, c.kernel))
 
 
 # config.model.encoder -> (model_config, example_shape, outputs per pixel, classes to condition

@@ -41,6 +41,9 @@ ALLOWED = ('log_every', 'eval_every', 'checkpoint_every', 'keep_checkpoints', 'e
            'disentanglement.')
 # The run's length: may change when the learning-rate schedule does not depend on it.
 LENGTH = ('num_steps', 'num_epochs')
+# Fields added to the config with a default that differs from what runs saved before them
+# trained: {field: the value such a run has when its config.json lacks the field}.
+FORMER_DEFAULTS = {'model.upsample': 'subpixel'}
 
 
 def check(workdir: str | os.PathLike) -> Path:
@@ -133,7 +136,8 @@ def newest_checkpoint(workdir: Path) -> int | None:
 
 
 def read_config(workdir: Path, base: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """The workdir's config.json merged into `base` (fields added since take their defaults).
+    """The workdir's config.json merged into `base` (fields added since take their defaults,
+    or the value in FORMER_DEFAULTS).
 
     Raises UserError if it is missing or not a config.
     """
@@ -143,6 +147,10 @@ def read_config(workdir: Path, base: ml_collections.ConfigDict) -> ml_collection
     try:
         saved = json.loads(path.read_text())
         _merge(base, saved)
+        for field, value in FORMER_DEFAULTS.items():
+            group, _, name = field.rpartition('.')
+            if name not in saved.get(group, {}) and name in base[group]:
+                base[group][name] = value
     except (ValueError, TypeError, AttributeError, KeyError) as e:
         raise UserError(f'{path} is damaged ({type(e).__name__}: {e}); restore it from '
                         f'history.jsonl or a backup') from None
