@@ -15,14 +15,12 @@ on a tenth of the protocol's sample sizes), `beta=B` (default 4), `steps=N` (def
 or 600 with `quick`); for the sweep `betas=B1/B2/...` (default 1/2/4/6/8/16) and `seeds=N`
 (default 5).
 
-Runtime: the full 300k steps take about 8.5 hours on a 2-core CPU (9.9 steps/s measured by
-benchmarks/train_speed.py). The quick run (measured, seed 0, 2-core CPU, no other job; median of
-3 by benchmarks/end_to_end.py): 2 min 9 s in all, 55 s of it training and 65 s the metrics;
--ELBO 113.69 nats (KL 13.34) on 1,000 of the 10,000 held-out factor combinations
-(`data.registry`); BetaVAE 0.772, FactorVAE 0.578, MIG 0.038, DCI D 0.051, SAP 0.009. Without
-vae_jax's XLA:CPU convolution flag (`VAE_JAX_XLA_FLAGS=0`), which rounds convolutions
-differently: -ELBO 116.90 (KL 12.92), BetaVAE 0.780, FactorVAE 0.608, MIG 0.036, DCI D 0.049,
-SAP 0.011, in 3 min 25 s. The README's "Disentanglement" section has the β comparison and the other objectives.
+Runtime: the full 300k steps take about 7.8 hours on a 2-core CPU (10.7 steps/s measured by
+benchmarks/train_speed.py). The quick run (measured 2026-12-02, seed 0, 2-core CPU, no other
+job; median of 3 by benchmarks/end_to_end.py): 1 min 52 s in all (1 min 48 s - 2 min 0 s), 54 s
+of it training and 49 s the metrics; -ELBO 114.11 nats (KL 12.96) on 1,000 of the 10,000
+held-out factor combinations (`data.registry`); BetaVAE 0.710, FactorVAE 0.460, MIG 0.029,
+DCI D 0.025, SAP 0.020. The README's "Disentanglement" section has the β comparison and the other objectives.
 """
 
 from vae_jax.configs import DSPRITES_ARGS, dsprites_config, parse_arg

@@ -187,8 +187,8 @@ def pmapped_steps(fns: ModelFns, config, devices: Sequence[jax.Device], step_fn=
     trains all of them. The state (argument 0) is donated: XLA reuses its buffers.
     """
     devices = pmap_devices(devices)  # with several processes: all of theirs, for global pmeans
-    # Over one device every collective is the identity, yet XLA:CPU still runs it (0.19 ms of
-    # the MLP's 3.9 ms step): the bodies then get axis_name=None and skip them, bit for bit.
+    # Over one device every collective is the identity, yet XLA:CPU still runs it as an
+    # all-reduce: the bodies then get axis_name=None and skip them, bit for bit.
     axis = AXIS if len(devices) > 1 else None
     train = functools.partial(step_fn, fns=fns, objective_config=config.objective,
                               binarize=config.data.binarize, axis_name=axis)
