@@ -1,4 +1,5 @@
-"""Test setup: 4 fake CPU devices (before JAX initialises), the shared TFDS data_dir, and the
+"""Test setup: 4 fake CPU devices and unoptimised XLA:CPU code (before JAX initialises), the
+shared TFDS data_dir, and the
 helpers several test files share, each exposed as a fixture:
 
   repo               the repository root (a Path)
@@ -16,8 +17,12 @@ writes to ~/.cache.
 import os
 from pathlib import Path
 
+# 4 fake CPU devices; and LLVM's optimisations off: compiling, not running, is most of what
+# the tests spend, and it takes about half as long without them (the VDVAE ledger row's test:
+# 59 -> 33 s of compilation). Values are the same up to float rounding.
+UNOPTIMISED = '--xla_backend_optimization_level=0'  # also for the processes tests start
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                           ' --xla_force_host_platform_device_count=4').strip()
+                           f' --xla_force_host_platform_device_count=4 {UNOPTIMISED}').strip()
 
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
@@ -131,7 +136,8 @@ def _tiny_toy2d_config_fixture():
 def launch(*args, env_extra=None, devices=2, fault=None):
     """Runs launch.py (tests/fault_launch.py with VAE_JAX_FAULT=fault when fault is given) on
     `devices` fake CPU devices, from the repository root, capturing its output."""
-    env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+    env = dict(os.environ,
+               XLA_FLAGS=f'--xla_force_host_platform_device_count={devices} {UNOPTIMISED}',
                **(env_extra or {}))
     env.pop('VAE_JAX_FAULT', None)
     script = 'launch.py'

@@ -50,7 +50,9 @@ def _launch_two(workdirs, steps: int, fault_1: str | None = None) -> list[tuple[
 
     `fault_1`: a fault of tests/fault_launch.py injected into process 1 only.
     """
-    env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
+    env = dict(os.environ,  # unoptimised XLA:CPU code, as conftest sets for the tests
+               XLA_FLAGS='--xla_force_host_platform_device_count=2 '
+                         '--xla_backend_optimization_level=0',
                JAX_PLATFORMS='cpu', JAX_COORDINATOR_ADDRESS=f'localhost:{_free_port()}',
                JAX_NUM_PROCESSES='2', PYTHONPATH=str(REPO))
     flags = [f'--config=experiments/toy2d.py:steps={steps}',
