@@ -95,6 +95,7 @@ def test_model_fns_bundle_wires_network_likelihood_and_prior():
 ])
 def test_registry_names_are_validated(field, value, message):
     c = base_config()
+    c.model.encoder = 'conv'
     c.update_from_flattened_dict({field: value})
     with pytest.raises(UserError, match=message):
         configs.validate(c)

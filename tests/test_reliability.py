@@ -396,9 +396,9 @@ def test_checkpoints_from_before_the_objective_registry_still_resume(tmp_path):
 
 
 def test_a_conv_run_saved_before_model_upsample_reads_as_subpixel(tmp_path):
-    """A config.json written before `model.upsample` existed trained the sub-pixel decoder:
-    it is read back as that (not today's default), and relaunching it with today's default
-    is refused as another config."""
+    """A conv run's config.json written before `model.upsample` existed trained the sub-pixel
+    decoder: it is read back as that (not today's default), and relaunching it with today's
+    default is refused as another config. Other encoders' runs are unaffected."""
     from vae_jax import base_config
     from experiments import beta_vae
     c = beta_vae.get_config('quick')
@@ -411,3 +411,10 @@ def test_a_conv_run_saved_before_model_upsample_reads_as_subpixel(tmp_path):
         workdir_lib.check_relaunch(tmp_path, c, base_config(), allow_change=False)
     c.model.upsample = 'subpixel'
     assert workdir_lib.check_relaunch(tmp_path, c, base_config(), allow_change=False) == {}
+    # A run of another encoder never upsampled: it reads as today's default, and relaunches.
+    mlp = toy_config()
+    saved = json.loads(mlp.to_json_best_effort())
+    del saved['model']['upsample']
+    (tmp_path / workdir_lib.CONFIG_FILE).write_text(json.dumps(saved))
+    assert workdir_lib.read_config(tmp_path, base_config()).model.upsample == 'transposed'
+    assert workdir_lib.check_relaunch(tmp_path, mlp, base_config(), allow_change=False) == {}

@@ -60,6 +60,21 @@ def test_same_global_batch_gives_same_result_on_1_2_4_devices(mnist, encoder):
     assert ref_losses[0] != ref_losses[1]  # the steps really trained on different batches
 
 
+def test_one_device_steps_skip_their_collectives_bit_for_bit(mnist):
+    """Over one device the step bodies get axis_name=None (no all-reduce to run): the same bits
+    as the same step with its pmeans over the one-device axis."""
+    config = _config('mlp')  # free bits: a pmean inside the loss too
+    with_axis = lambda *a, **k: steps.train_step(*a, **dict(k, axis_name=steps.AXIS))
+    seen = []
+    without = lambda *a, **k: seen.append(k['axis_name']) or steps.train_step(*a, **k)
+    state, losses = _train(mnist, config, 1, step_fn=without)
+    ref_state, ref_losses = _train(mnist, config, 1, step_fn=with_axis)
+    assert seen == [None]
+    assert losses == ref_losses
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(ref_state)):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_train_step_is_traced_once(mnist):
     traces = []
 

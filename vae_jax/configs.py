@@ -161,7 +161,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         (all(h > 0 for h in config.model.decoder_hidden), f'model.decoder_hidden must be positive widths (or empty: mirror model.hidden), got {tuple(config.model.decoder_hidden)}'),
         (len(config.model.conv_channels) > 0 and all(h > 0 for h in config.model.conv_channels), f'model.conv_channels must be one or more positive counts, got {tuple(config.model.conv_channels)}'),
         (config.model.kernel > 0 and config.model.dense > 0, 'model.kernel and model.dense must be positive'),
-        (config.model.upsample != 'transposed' or config.model.kernel % 2 == 0, f'model.upsample=transposed needs an even model.kernel, got {config.model.kernel}'),
+        (config.model.encoder != 'conv' or config.model.upsample != 'transposed' or config.model.kernel % 2 == 0, f'model.upsample=transposed needs an even model.kernel, got {config.model.kernel}'),
         (config.model.flow_steps > 0 and config.model.flow_hidden > 0, 'model.flow_steps and model.flow_hidden must be positive'),
         (len(config.model.group_latents) > 0 and len(config.model.group_latents) == len(config.model.group_hidden) and all(v > 0 for v in (*config.model.group_latents, *config.model.group_hidden)), f'model.group_latents and model.group_hidden must be equally long lists of positive sizes, got {tuple(config.model.group_latents)} and {tuple(config.model.group_hidden)}'),
         (config.optim.skip_threshold >= 0 and config.optim.skip_max_consecutive >= 0, 'optim.skip_threshold and optim.skip_max_consecutive must be >= 0'),

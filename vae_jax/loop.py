@@ -66,10 +66,10 @@ class Loop:
         self.hparams = points.hparams()
         if (points.vmapped and getattr(fns.module.encoder, 'convolutional', False)
                 and jax.default_backend() == 'cpu'):
-            # benchmarks/vmapped_sweep.py --step_only: 8 dSprites conv points, 2.1 point-steps/s
-            # vmapped against 10.5 one by one.
+            # benchmarks/vmapped_sweep.py --step_only: 8 dSprites conv points, 5.0 point-steps/s
+            # vmapped against 11.1 one by one.
             logging.warning('vmapping a conv model over %d points makes grouped convolutions, '
-                            'which XLA:CPU runs about 4x slower than separate runs; on a CPU, '
+                            'which XLA:CPU runs about 2x slower than separate runs; on a CPU, '
                             'sweep conv models without --sweep_vmap', len(points))
 
     def live(self) -> list[int]:

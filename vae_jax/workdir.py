@@ -42,8 +42,9 @@ ALLOWED = ('log_every', 'eval_every', 'checkpoint_every', 'keep_checkpoints', 'e
 # The run's length: may change when the learning-rate schedule does not depend on it.
 LENGTH = ('num_steps', 'num_epochs')
 # Fields added to the config with a default that differs from what runs saved before them
-# trained: {field: the value such a run has when its config.json lacks the field}.
-FORMER_DEFAULTS = {'model.upsample': 'subpixel'}
+# trained: {field: (the value such a run has when its config.json lacks the field, and
+# {field: value} that the saved config must hold for that to apply)}.
+FORMER_DEFAULTS = {'model.upsample': ('subpixel', {'model.encoder': 'conv'})}
 
 
 def check(workdir: str | os.PathLike) -> Path:
@@ -147,14 +148,27 @@ def read_config(workdir: Path, base: ml_collections.ConfigDict) -> ml_collection
     try:
         saved = json.loads(path.read_text())
         _merge(base, saved)
-        for field, value in FORMER_DEFAULTS.items():
-            group, _, name = field.rpartition('.')
-            if name not in saved.get(group, {}) and name in base[group]:
-                base[group][name] = value
+        for field, (value, when) in FORMER_DEFAULTS.items():
+            if _lookup(saved, field) is _MISSING and all(
+                    _lookup(saved, k) == v for k, v in when.items()):
+                base.update_from_flattened_dict({field: value})
     except (ValueError, TypeError, AttributeError, KeyError) as e:
         raise UserError(f'{path} is damaged ({type(e).__name__}: {e}); restore it from '
                         f'history.jsonl or a backup') from None
     return base
+
+
+_MISSING = object()
+
+
+def _lookup(saved: dict, field: str) -> Any:
+    """saved['a']['b'] for field 'a.b', or _MISSING."""
+    node = saved
+    for key in field.split('.'):
+        if not isinstance(node, dict) or key not in node:
+            return _MISSING
+        node = node[key]
+    return node
 
 
 def _merge(config: ml_collections.ConfigDict, saved: dict) -> None:

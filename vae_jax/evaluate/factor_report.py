@@ -27,19 +27,20 @@ from vae_jax.run import load_run
 
 # Examples the metrics hand `represent` at a time (they are asked to use chunks of this size).
 CHUNK = 1024
-# Examples per jitted encode call; every call is padded to it, so encode compiles once. The
-# dSprites conv encoder runs 9,900 images/s in calls of 128 against 6,600 in calls of 1,024
-# (2-core CPU: larger convolutions fall out of cache), the MLP encoder 220,000 against 288,000
-# (`python benchmarks/conv_layers.py`).
-ENCODE_BATCH = {'conv': 128, 'other': 1024}
+# Examples per jitted encode call; every call is padded to it, so encode compiles once. On a
+# CPU the dSprites conv encoder runs 9,900 images/s in calls of 128 against 6,600 in calls of
+# 1,024 (2 cores: larger convolutions fall out of cache), the MLP encoder 220,000 against
+# 288,000 (`python benchmarks/conv_layers.py`); accelerators take the larger calls.
+ENCODE_BATCH = {'cpu_conv': 128, 'other': 1024}
 
 
 def representation_function(fns, params, batch: Optional[int] = None) -> Callable:
     """observations [n, *example_shape] -> posterior means [n, z] (numpy), `batch` at a time
-    (by default ENCODE_BATCH for the model's encoder)."""
+    (by default ENCODE_BATCH for the model's encoder and backend)."""
     if batch is None:
         conv = getattr(getattr(fns.module, 'encoder', None), 'convolutional', False)
-        batch = ENCODE_BATCH['conv' if conv else 'other']
+        cpu_conv = conv and jax.default_backend() == 'cpu'
+        batch = ENCODE_BATCH['cpu_conv' if cpu_conv else 'other']
     encode = jax.jit(lambda p, x: fns.encode(p, x)[0])
 
     def represent(x: np.ndarray) -> np.ndarray:
