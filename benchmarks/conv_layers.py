@@ -17,7 +17,6 @@ its posterior means) in calls of 64 to 1,024 images, as the disentanglement metr
 
 import argparse
 import importlib.util
-import statistics
 import sys
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from timing import block_size, load_warning, timed, wait_for_idle
+from timing import load_warning, measure
 from vae_jax import convolution
 from vae_jax.model_fns import build as build_model_fns
 
@@ -106,21 +105,6 @@ def encoder_runners(filename, shape, batches):
                 np.asarray(encode(params, x))
         runners[b] = run
     return runners
-
-
-def measure(runners, rounds, block_s, loads):
-    """{key: median seconds per call} over alternating rounds."""
-    blocks = {}
-    for key, run in runners.items():
-        run(2)  # compile / warm up
-        wait_for_idle(3)
-        blocks[key] = block_size(run, block_s)
-    per_call = {key: [] for key in runners}
-    for r in range(rounds):
-        for key in (list(runners) if r % 2 == 0 else list(runners)[::-1]):
-            wait_for_idle(3)
-            per_call[key].append(1 / timed(runners[key], blocks[key], loads))
-    return {key: statistics.median(v) for key, v in per_call.items()}
 
 
 def main():

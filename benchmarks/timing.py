@@ -1,6 +1,7 @@
 """Timing helpers shared by the benchmarks: rates of timed blocks and the machine's other load."""
 
 import os
+import statistics
 import time
 
 
@@ -60,3 +61,19 @@ def wait_for_idle(max_wait_s, limit=0.2):
         machine1, own1 = busy_cpu_s()
         if ((machine1 - machine0) - (own1 - own0)) / 0.5 < limit:
             return
+
+
+def measure(runners, rounds, block_s, loads):
+    """{key: median seconds per call} of each `run(n)` in `runners` ({key: run}): warmed up,
+    sized to ~`block_s` blocks, then timed over `rounds` rounds whose order alternates."""
+    blocks = {}
+    for key, run in runners.items():
+        run(2)  # compile / warm up
+        wait_for_idle(3)
+        blocks[key] = block_size(run, block_s)
+    per_call = {key: [] for key in runners}
+    for r in range(rounds):
+        for key in (list(runners) if r % 2 == 0 else list(runners)[::-1]):
+            wait_for_idle(3)
+            per_call[key].append(1 / timed(runners[key], blocks[key], loads))
+    return {key: statistics.median(v) for key, v in per_call.items()}

@@ -27,7 +27,6 @@ weighted sum of the output with respect to the parameters and the input.
 
 import argparse
 import functools
-import statistics
 import sys
 from pathlib import Path
 
@@ -39,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from timing import block_size, load_warning, timed, wait_for_idle
+from timing import load_warning, measure
 from vae_jax.models import SubPixelUpsample, TransposedConvUpsample
 
 try:
@@ -168,19 +167,8 @@ def main():
         runners = jax_runners(batch, h, c_in, c_out)
         if torch is not None:
             runners.update(torch_runners(batch, h, c_in, c_out))
-        blocks = {}
-        for name, pair in runners.items():
-            for i, run in enumerate(pair):
-                run(2)  # compile / warm up
-                wait_for_idle(3)
-                blocks[name, i] = block_size(run, block_s)
-        ms = {key: [] for key in blocks}
-        for r in range(rounds):
-            keys = list(blocks) if r % 2 == 0 else list(blocks)[::-1]
-            for key in keys:
-                wait_for_idle(3)
-                ms[key].append(1e3 / timed(runners[key[0]][key[1]], blocks[key], loads))
-        med = {key: statistics.median(v) for key, v in ms.items()}
+        flat = {(name, i): run for name, pair in runners.items() for i, run in enumerate(pair)}
+        med = {key: 1e3 * v for key, v in measure(flat, rounds, block_s, loads).items()}
         base = med['SubPixelUpsample', 1]
         for name in runners:
             print(f'| {label} | {batch} | {name} | {med[name, 0]:.2f} | {med[name, 1]:.2f} '

@@ -81,8 +81,9 @@ def _strided_conv_s2d(x, kernel, pads, stride):
 
 
 # With fewer input channels than this, the forward pass of a strided convolution runs faster
-# over space-to-depth inputs (batch 64, 64×64 -> 32×32×32, k4 s2, 2-core CPU: 1 channel 1.8 ->
-# 1.0 ms, 3 channels 3.0 -> 1.4 ms; 8 channels 3.0 -> 3.5 ms, slower).
+# over space-to-depth inputs: the β-VAE's first layer (64×64×1 -> 32×32×32, k4 s2, batch 64)
+# in 0.98 ms against lax's 2.06 (`python benchmarks/conv_layers.py`); from 8 channels up it
+# was slower (one-off trials, in the note).
 S2D_FORWARD_CHANNELS = 4
 
 

@@ -23,6 +23,7 @@ from vae_jax.convolution import Conv, depth_to_space, upsample_conv
 from vae_jax.errors import UserError
 from vae_jax.inits import dense_init
 
+
 class TransposedConvUpsample(nn.Module):
     """×2 upsampling as the Burgess et al. decoder has it: a k×k, stride-2 transposed
     convolution (`convolution.upsample_conv`; PyTorch's `ConvTranspose2d(k, 2, k/2 - 1)`).

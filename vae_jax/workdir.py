@@ -148,27 +148,14 @@ def read_config(workdir: Path, base: ml_collections.ConfigDict) -> ml_collection
     try:
         saved = json.loads(path.read_text())
         _merge(base, saved)
+        fields = _flatten_json(saved)
         for field, (value, when) in FORMER_DEFAULTS.items():
-            if _lookup(saved, field) is _MISSING and all(
-                    _lookup(saved, k) == v for k, v in when.items()):
+            if field not in fields and all(fields.get(k) == v for k, v in when.items()):
                 base.update_from_flattened_dict({field: value})
     except (ValueError, TypeError, AttributeError, KeyError) as e:
         raise UserError(f'{path} is damaged ({type(e).__name__}: {e}); restore it from '
                         f'history.jsonl or a backup') from None
     return base
-
-
-_MISSING = object()
-
-
-def _lookup(saved: dict, field: str) -> Any:
-    """saved['a']['b'] for field 'a.b', or _MISSING."""
-    node = saved
-    for key in field.split('.'):
-        if not isinstance(node, dict) or key not in node:
-            return _MISSING
-        node = node[key]
-    return node
 
 
 def _merge(config: ml_collections.ConfigDict, saved: dict) -> None:
@@ -185,6 +172,11 @@ def _merge(config: ml_collections.ConfigDict, saved: dict) -> None:
 
 def flatten(config) -> dict[str, Any]:
     """{'objective.beta': 4.0, ...}: every leaf field, values as JSON reads them back."""
+    return _flatten_json(json.loads(config.to_json_best_effort()))
+
+
+def _flatten_json(tree: dict) -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}."""
     out = {}
 
     def walk(node, prefix):
@@ -193,7 +185,7 @@ def flatten(config) -> dict[str, Any]:
                 walk(v, f'{prefix}{k}.')
             else:
                 out[prefix + k] = v
-    walk(json.loads(config.to_json_best_effort()), '')
+    walk(tree, '')
     return out
 
 
