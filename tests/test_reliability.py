@@ -23,7 +23,7 @@ from experiments import toy2d
 from vae_jax import train, workdir as workdir_lib
 from vae_jax.checkpoints import checksum
 from vae_jax.errors import UserError
-from vae_jax.metric_writer import read_metrics
+from vae_jax.metric_writer import MetricWriter, read_metrics
 from vae_jax.run import load_run
 from vae_jax.sweep import expand, product, run_sweep, sweep
 
@@ -256,6 +256,23 @@ def test_torn_jsonl_line_dropped_and_final_eval_kept_on_relaunch(reference, tmp_
     assert len(list(run.glob('events.out.tfevents.*'))) == 2
     assert_logs_read_as_one_run(run, ref_dir)
     assert tensorboard_scalars(run)['eval/neg_elbo'] == [20, 40]
+
+
+def test_writers_opened_within_one_second_keep_separate_event_files(tmp_path):
+    """Three writers opened back to back in one process (one wall-clock second, one pid):
+    each gets its own event file, name order is opening order, and the purge markers leave
+    TensorBoard the steps a resumed run's history has."""
+    for start, steps in [(0, [10, 20, 30]), (20, [30, 40]), (None, [40])]:
+        writer = MetricWriter(tmp_path, start)
+        for s in steps:
+            writer.scalars(s, 'train', {'loss': float(s)}, jsonl=False)
+        writer.close()
+    files = sorted(tmp_path.glob('events.out.tfevents.*'))
+    assert len(files) == 3
+    assert [f.name.rsplit('.', 2)[1] for f in files] == ['0000', '0001', '0002']
+    # The second run resumed from 20 (purge at 21 drops the first run's 30); the evaluation
+    # (start None) purges nothing, so 40 is there twice, as it was logged twice.
+    assert tensorboard_scalars(tmp_path) == {'train/loss': [10, 20, 30, 40, 40]}
 
 
 # --- one process per workdir ----------------------------------------------------------------

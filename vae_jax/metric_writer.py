@@ -59,6 +59,21 @@ def _summary_writer_class():
     return SummaryWriter
 
 
+def _event_file_suffix(workdir: Path) -> str:
+    """'.<n>.<pid>' for the event file a new writer opens: n counts the workdir's event files.
+
+    The name is events.out.tfevents.<whole seconds>.<host><suffix> and TensorBoard reads the
+    files in name order, applying each file's purge marker to those read before it. Two
+    writers opened within one second (a relaunch of a short run, two evaluations) differ
+    only in the suffix: with the pid alone the second would reopen, and truncate, the first
+    file when both are in one process, and two processes would sort by pid, not by age. The
+    count makes the name new and sorts it after every earlier file; one process writes a
+    workdir at a time (its lock).
+    """
+    n = sum(1 for _ in workdir.glob('events.out.tfevents.*'))
+    return f'.{n:04d}.{os.getpid()}'
+
+
 class MetricWriter:
     """Writes scalars to metrics.jsonl and to TensorBoard, and images to images/ and TensorBoard.
 
@@ -81,8 +96,8 @@ class MetricWriter:
                 workdir_lib.write_atomic(self.path, ''.join(json.dumps(r) + '\n' for r in kept))
         SummaryWriter = _summary_writer_class()  # imported lazily: only process 0 needs it
         # purge_step = s + 1 hides what earlier event files hold for steps > s only.
-        # The pid in the name: two writers started within one second get two files.
-        self.tb = SummaryWriter(str(workdir), flush_secs=3600, filename_suffix=f'.{os.getpid()}',
+        self.tb = SummaryWriter(str(workdir), flush_secs=3600,
+                                filename_suffix=_event_file_suffix(workdir),
                                 purge_step=None if start_step is None else start_step + 1)
         self.file = self.path.open('a')
 
