@@ -13,9 +13,11 @@ With several processes, every process creates the manager and calls `save` with 
 are host-local copies (numpy) of a state that is the same everywhere.
 """
 
+import logging as std_logging
 import shutil
 import sys
 import time
+import traceback
 import zlib
 from pathlib import Path
 from typing import Any
@@ -215,14 +217,28 @@ class DamagedCheckpoint(Exception):
 _FILTERING = []
 
 
+class _AbandonedReadTasks(std_logging.Filter):
+    """asyncio's "Task exception was never retrieved" report (with its traceback) of a failed
+    orbax read task that nobody awaited."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if 'exception was never retrieved' not in message:
+            return True
+        frames = traceback.extract_tb(record.exc_info[2]) if record.exc_info else []
+        return not ('/orbax/' in message or any('/orbax/' in f.filename for f in frames))
+
+
 def _filter_abandoned_reads() -> None:
     """When one array of a checkpoint fails to read, orbax abandons the reads of the others;
     Python reports each abandoned coroutine, and the closed event loop it then calls, with a
-    traceback on stderr whenever they are collected. The failure itself is reported once
+    traceback on stderr whenever they are collected, and asyncio logs each failed task that
+    nobody awaited, whenever it is collected. The failure itself is reported once
     (DamagedCheckpoint): from the first read on, this process drops those echoes, and only
     those."""
     if _FILTERING:
         return
+    std_logging.getLogger('asyncio').addFilter(_AbandonedReadTasks())
     previous = sys.unraisablehook
 
     def hook(unraisable):
