@@ -27,12 +27,13 @@ the same command resumes.
 """
 
 import logging as std_logging
+import os
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vae_jax import distributed
+from vae_jax import distributed, xla_setup
 from vae_jax.errors import UserError
 from vae_jax.preemption import Preempted
 from vae_jax.train import train_and_evaluate
@@ -109,6 +110,7 @@ def main(argv):
         _fail('--allow_config_change applies to training one run (a sweep point of another '
               'config is reported failed; give the sweep another --workdir)')
     try:
+        _set_xla_flags()  # before anything starts JAX
         distributed.maybe_initialize(_DISTRIBUTED.value)  # before anything starts JAX
         if _MODE.value != 'train' and sweeping:
             raise UserError('--sweep trains; evaluate one point with --mode=eval '
@@ -149,6 +151,16 @@ def _sweep() -> int:
         vmap=_SWEEP_VMAP.value)
     print(sweep.format_outcomes(outcomes, _WORKDIR.value), flush=True)
     return int(any(o.status == 'failed' for o in outcomes))
+
+
+def _set_xla_flags() -> None:
+    """The config's xla_cpu_flags for this process: the config trained, or the run's own."""
+    if _MODE.value == 'train':
+        config_flags = _config().get('xla_cpu_flags', '')
+    else:
+        config_flags = xla_setup.saved_flags(_WORKDIR.value)
+    if xla_setup.apply_config_flags(config_flags) is not None:
+        logging.info('XLA_FLAGS with the config\'s xla_cpu_flags: %s', os.environ['XLA_FLAGS'])
 
 
 def _config():

@@ -25,8 +25,11 @@ excluded (it is printed).
 
 import argparse
 import importlib.util
+import json
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,6 +40,7 @@ import jax
 import numpy as np
 
 from timing import block_size, load_warning, timed, wait_for_idle
+from vae_jax import xla_setup
 from vae_jax.model_fns import build as build_model_fns
 from vae_jax.optim import make_optimizer
 from vae_jax.steps import create_train_state, hyperparams, pmapped_steps, replicate
@@ -177,11 +181,38 @@ def benchmark(name, rounds, block_s, device='cpu', idle_wait_s=15.0, deadline=No
     return rates, load, config.batch_size, first
 
 
+def config_flags(name):
+    """The experiment config's xla_cpu_flags: what launch.py sets for that model's processes."""
+    return load_config(MODELS[name][0]).get('xla_cpu_flags', '')
+
+
+def measure_here(names, rounds, block_s):
+    """[(name, batch, rates, load)] for `names`, in this process (whose XLA flags are set)."""
+    rows = []
+    for name in names:
+        rates, load, batch, _ = benchmark(name, rounds, block_s)
+        rows.append((name, batch, rates, load))
+    return rows
+
+
+def measure_in_child(names, rounds, block_s):
+    """measure_here in a fresh process with the models' config flags set as launch.py sets
+    them (XLA reads its flags once, when it starts)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / 'rows.json'
+        subprocess.run([sys.executable, __file__, '--models', ','.join(names), '--rounds',
+                        str(rounds), '--block_s', str(block_s), '--rows_json', str(out)],
+                       check=True)
+        return [tuple(row) for row in json.loads(out.read_text())]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--models', default='mlp,conv', help='comma separated: mlp,conv')
     parser.add_argument('--quick', action='store_true', help='3 rounds of ~0.5 s blocks')
     parser.add_argument('--rounds', type=int, default=None)
+    parser.add_argument('--block_s', type=float, default=None, help=argparse.SUPPRESS)
+    parser.add_argument('--rows_json', default=None, help=argparse.SUPPRESS)  # a child's output
     args = parser.parse_args()
     if torch is None:
         sys.exit('benchmarks/train_speed.py needs PyTorch: pip install torch (the CPU wheel)')
@@ -190,24 +221,33 @@ def main():
     if unknown:
         parser.error(f'unknown --models {sorted(unknown)}; choose from {sorted(MODELS)}')
     rounds = args.rounds or (3 if args.quick else 5)
-    block_s = 0.5 if args.quick else 2.0
-
-    print(f'jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__}, '
-          f'torch.get_num_threads() = {torch.get_num_threads()}, {rounds} rounds')
-    rows, loads = [], []
+    block_s = args.block_s or (0.5 if args.quick else 2.0)
+    groups = {}  # config flags -> models: each group is timed in a process of its own flags
     for name in names:
-        rates, load, batch, _ = benchmark(name, rounds, block_s)
-        med = {fw: statistics.median(r) for fw, r in rates.items()}
-        ratio = med['jax'] / med['torch'] if 'torch' in med else None
-        rows.append((name, batch, rates, load, ratio, MODELS[name][2]))
-        loads += [x for v in load.values() for x in v]
+        groups.setdefault(config_flags(name), []).append(name)
+    if args.rows_json:  # a child: this process's flags are its group's
+        (flags_,) = groups
+        xla_setup.apply_config_flags(flags_)
+        Path(args.rows_json).write_text(json.dumps(measure_here(names, rounds, block_s)))
+        return
+
+    print(f'jax {jax.__version__}, torch {torch.__version__}, torch.get_num_threads() = '
+          f'{torch.get_num_threads()}, {rounds} rounds; each model in a process with its '
+          f'config\'s XLA flags')
+    rows = []
+    for group in groups.values():
+        rows += measure_in_child(group, rounds, block_s)
+    rows.sort(key=lambda row: names.index(row[0]))
+    loads = [x for *_, load in rows for v in load.values() for x in v]
 
     print('\n| model | batch | framework | steps/s (median) | min-max | images/s | other CPU '
           '| JAX/torch | target | met |')
     print('|---|---|---|---|---|---|---|---|---|---|')
-    for name, batch, rates, load, ratio, target in rows:
+    for name, batch, rates, load in rows:
+        med = {fw: statistics.median(r) for fw, r in rates.items()}
+        ratio = med['jax'] / med['torch'] if 'torch' in med else None
+        target = MODELS[name][2]
         for fw in rates:
-            med = statistics.median(rates[fw])
             other = f'{statistics.median(load[fw]):.2f}' if load[fw] else 'n/a'
             # OpenMP (torch) slows far more than XLA on a shared core: a busy block skews the ratio.
             noisy = ' (noisy)' if load_warning(sum(load.values(), [])) else ''
@@ -217,17 +257,19 @@ def main():
                 last = f'— | — | no PyTorch reference{noisy}'
             else:
                 last = f'{ratio:.2f}× | ≥ {target}× | {"yes" if ratio >= target else "NO"}{noisy}'
-            print(f'| {name} | {batch} | {fw} | {med:.1f} | {min(rates[fw]):.1f}-'
-                  f'{max(rates[fw]):.1f} | {med * batch:.0f} | {other} | {last} |')
+            print(f'| {name} | {batch} | {fw} | {med[fw]:.1f} | {min(rates[fw]):.1f}-'
+                  f'{max(rates[fw]):.1f} | {med[fw] * batch:.0f} | {other} | {last} |')
     print('\n"other CPU": median cores used by other processes during the timed blocks.')
     if warning := load_warning(loads):
         print(warning)
+    flagged = [f'{name}: {flags_}' for flags_, group in groups.items() if flags_ for name in group]
     print('Notes: JAX times the experiment\'s pmapped train step (1 device, donated state, '
-          'batches already on device), including its per-example key derivation and metrics. '
+          'batches already on device), including its per-example key derivation and metrics, '
+          'with vae_jax\'s XLA:CPU flags and the config\'s own'
+          + (f' ({"; ".join(flagged)})' if flagged else '') + '. '
           'Both conv decoders are the paper\'s 4×4 stride-2 transposed convolutions: '
           'ConvTranspose2d in PyTorch, vae_jax.models.TransposedConvUpsample in JAX (on CPU '
           'one stride-1 2×2 convolution per output phase); see benchmarks/upsampling.py.')
-
 
 if __name__ == '__main__':
     main()

@@ -1,5 +1,6 @@
 """vae_jax.convolution (the formulations of nn.Conv) and vae_jax.xla_setup (flags, cache)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from vae_jax import convolution, xla_setup
+from vae_jax.errors import UserError
 
 DN = ('NHWC', 'HWIO', 'NHWC')
 
@@ -160,6 +162,25 @@ def test_add_xla_flags_appends_and_never_overrides():
     empty = {}
     xla_setup.add_xla_flags(empty)
     assert empty['XLA_FLAGS'] == ' '.join(xla_setup.CPU_FLAGS)
+
+
+def test_config_flags_replace_vae_jax_values_not_the_users(tmp_path):
+    """A config's xla_cpu_flags replace vae_jax's own value of a flag and add new ones; a flag
+    the user set keeps the user's value; anything not written as an XLA flag is refused."""
+    name = xla_setup.CPU_FLAGS[0].split('=')[0]
+    ours = f'--xla_force_host_platform_device_count=4 {xla_setup.CPU_FLAGS[0]}'
+    merged = xla_setup.merge_flags(ours, f'{xla_setup.BETA_VAE_CPU_FLAGS} --xla_cpu_foo=1', set())
+    assert merged.split() == ['--xla_force_host_platform_device_count=4',
+                              xla_setup.BETA_VAE_CPU_FLAGS, '--xla_cpu_foo=1']
+    assert xla_setup.merge_flags(f'{name}=x', xla_setup.BETA_VAE_CPU_FLAGS, {name}) == f'{name}=x'
+    for bad in ['xla_cpu_foo=1', '--jax_foo=1', '--xla_cpu_foo=1 -x', ['--xla_cpu_foo=1']]:
+        with pytest.raises(UserError, match='must be XLA flags'):
+            xla_setup.check_flags(bad)
+    # A run's saved flags: read from its config.json, '' when there are none or it is damaged.
+    (tmp_path / 'config.json').write_text(json.dumps({'xla_cpu_flags': '--xla_cpu_foo=1'}))
+    assert xla_setup.saved_flags(tmp_path) == '--xla_cpu_foo=1'
+    (tmp_path / 'config.json').write_text('{"xla_cpu_fl')
+    assert xla_setup.saved_flags(tmp_path) == xla_setup.saved_flags(tmp_path / 'none') == ''
 
 
 def test_importing_vae_jax_sets_the_flags_and_the_compilation_cache(tmp_path):

@@ -11,6 +11,10 @@ def digest(directory):
             for p in sorted(directory.rglob('*')) if p.is_file()}
 
 
+# A config's XLA flag (one whose default this is): launch sets it before JAX starts.
+FLAG = '--xla_cpu_enable_fast_min_max=false'
+
+
 @pytest.fixture(scope='module')
 def cvae_run(tfds_dir, launch, tmp_path_factory):
     """A few steps of experiments/cvae.py on real MNIST through launch.py, on 2 devices."""
@@ -19,7 +23,7 @@ def cvae_run(tfds_dir, launch, tmp_path_factory):
                     '--config.num_steps=12', '--config.checkpoint_every=6',
                     '--config.eval_every=12', '--config.eval_examples=500',
                     '--config.log_every=6', '--config.model.hidden=(64,)',
-                    env_extra={'TFDS_DATA_DIR': tfds_dir})
+                    f'--config.xla_cpu_flags={FLAG}', env_extra={'TFDS_DATA_DIR': tfds_dir})
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir, result
 
@@ -35,6 +39,11 @@ def test_cvae_through_launch_writes_everything(cvae_run):
     assert json.loads((workdir / 'config.json').read_text())['model']['hidden'] == [64]
     assert (workdir / 'images' / 'samples_0000012.png').is_file()
     assert list(workdir.glob('events.out.tfevents.*'))
+    # The XLA flags the process ran with: the config's, after the test's own (kept).
+    (entry,) = [json.loads(l) for l in (workdir / 'history.jsonl').read_text().splitlines()]
+    assert entry['xla_flags'].split()[:2] == ['--xla_force_host_platform_device_count=2',
+                                             '--xla_backend_optimization_level=0']
+    assert entry['xla_flags'].split()[-1] == FLAG
 
 
 @pytest.mark.parametrize('args,message', [
@@ -44,6 +53,7 @@ def test_cvae_through_launch_writes_everything(cvae_run):
     (['--config=experiments/cvae.py', '--config.objective.beta=-1'], 'beta must be >= 0'),
     (['--config=experiments/missing.py'], 'No such file'),
     (['--config=experiments/cvae.py', '--config.objective.beta=abc'], 'could not convert'),
+    (['--config=experiments/cvae.py', '--config.xla_cpu_flags=fast'], 'must be XLA flags'),
 ])
 def test_bad_input_gives_one_line_and_keeps_the_run(cvae_run, launch, args, message):
     workdir, _ = cvae_run

@@ -11,7 +11,7 @@ import os
 
 import ml_collections
 
-from vae_jax import flows, inits, likelihoods, models, objectives, optim, priors
+from vae_jax import flows, inits, likelihoods, models, objectives, optim, priors, xla_setup
 from vae_jax.errors import UserError
 
 DATASETS = ('mnist', 'fashion_mnist', 'binarized_mnist', 'dsprites', 'toy2d')
@@ -32,6 +32,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_batch_size = 500
     c.eval_examples = 0            # 0 = the whole eval split
     c.num_image_examples = 8       # inputs/reconstructions shown per eval
+    # XLA flags for the CPU processes that train or evaluate this config, set by launch.py
+    # before JAX starts (xla_setup.apply_config_flags): for flags that help this model only.
+    c.xla_cpu_flags = ''
 
     c.data = ml_collections.ConfigDict()
     c.data.name = 'binarized_mnist'
@@ -136,6 +139,7 @@ def _choice(value, name, options):
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises UserError naming the first bad field; run before anything touches the workdir."""
+    xla_setup.check_flags(config.get('xla_cpu_flags', ''))
     _choice(config.data.name, 'data.name', DATASETS)
     _choice(config.model.encoder, 'model.encoder', tuple(models.NETWORKS))
     _choice(config.model.likelihood, 'model.likelihood', tuple(likelihoods.REGISTRY))
@@ -242,6 +246,7 @@ def dsprites_config(quick: bool = False, steps: int = 0) -> ml_collections.Confi
     c.model.dense = 256
     c.model.latents = 10
     c.model.likelihood = 'bernoulli'
+    c.xla_cpu_flags = xla_setup.BETA_VAE_CPU_FLAGS  # this conv net's step, 1.18x (see there)
     c.optim.learning_rate = 1e-4
     c.batch_size = 64
     c.num_steps = steps or 300_000

@@ -16,7 +16,8 @@ numbers in the issue's note): a convolution as one matrix multiplication of its 
 patches (im2col: kh·kw strided slices concatenated, then dot_general) is several times slower
 here, because XLA:CPU copies the patches slowly; a transposed convolution as one matmul plus an
 overlap-add of its 16 taps loses to torch's ConvTranspose2d on the 16×16×32 -> 32×32×32 layer.
-The conv step's speed-up on CPU comes from an XLA flag instead (`xla_setup.CPU_FLAGS`).
+The conv step's speed-up on CPU comes from XLA flags instead (`xla_setup.CPU_FLAGS`, and the
+β-VAE family's `config.xla_cpu_flags`: `xla_setup.BETA_VAE_CPU_FLAGS`).
 """
 
 import functools

@@ -2,7 +2,8 @@
 
 Layout of a workdir:
     config.json            the config now in force (history.jsonl says since which step)
-    history.jsonl          one line per launch: step resumed from, config changes, host, time
+    history.jsonl          one line per launch: step resumed from, config changes, host, time,
+                           the XLA_FLAGS it ran with
     .lock                  held (flock) by the process training here; names the holder
     metrics.jsonl          one JSON object per logged step: {"step": s, "split": ..., ...}
     events.out.tfevents.*  the same scalars (and image grids) for TensorBoard
@@ -35,10 +36,11 @@ HISTORY_FILE = 'history.jsonl'
 LOCK_FILE = '.lock'
 
 # Config fields whose change does not alter what is trained: where and how often a run reports,
-# evaluates and checkpoints. A dotted prefix ending in '.' covers a whole group.
+# evaluates and checkpoints, and the XLA flags it runs with (rounding only, as another machine).
+# A dotted prefix ending in '.' covers a whole group.
 ALLOWED = ('log_every', 'eval_every', 'checkpoint_every', 'keep_checkpoints', 'eval_batch_size',
            'eval_examples', 'num_image_examples', 'data.data_dir', 'data.eval_split', 'eval.',
-           'disentanglement.')
+           'disentanglement.', 'xla_cpu_flags')
 # The run's length: may change when the learning-rate schedule does not depend on it.
 LENGTH = ('num_steps', 'num_epochs')
 # Fields added to the config with a default that differs from what runs saved before them
@@ -237,7 +239,8 @@ def record_launch(path: Path, config, start_step: int, diff: dict, forced: bool)
     entry = {'time': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'host': socket.gethostname(),
              'pid': os.getpid(), 'start_step': start_step,
              'event': 'start' if start_step == 0 and not diff else 'resume',
-             'changes': {k: list(v) for k, v in diff.items()}}
+             'changes': {k: list(v) for k, v in diff.items()},
+             'xla_flags': os.environ.get('XLA_FLAGS', '')}  # what this process's XLA read
     forced_fields = training_changes(diff, config) if forced else []
     if forced_fields:
         entry['forced'] = forced_fields

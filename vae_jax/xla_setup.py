@@ -17,15 +17,34 @@ persistent compilation cache. Both apply to every process that imports vae_jax (
   first time and 2.5-2.8 s after (the rest is tracing and lowering, which JAX does before it
   looks in the cache).
 
+- A config's `xla_cpu_flags` (`apply_config_flags`): flags that help one experiment's model
+  and not others, which launch.py sets for the processes that train or evaluate that config,
+  before JAX starts. The β-VAE family's conv net sets `BETA_VAE_CPU_FLAGS`.
+
 `VAE_JAX_XLA_FLAGS=0` leaves XLA_FLAGS alone; `VAE_JAX_COMPILE_CACHE=0` leaves the cache off.
 A flag the user already set in XLA_FLAGS (by name) is never overridden.
 """
 
 import os
+import re
 
 from absl import logging
 
+from vae_jax.errors import UserError
+
 CPU_FLAGS = ('--xla_cpu_experimental_ynn_fusion_type=-individual_convolution',)
+
+# The conv β-VAE's (`configs.dsprites_config`): YNNPACK also runs XLA's elementwise fusions.
+# XLA:CPU otherwise fuses each layer's bias + ReLU into the transposed copy of the activations
+# that the next layer's weight gradient reads, and a transposing fusion that holds a broadcast
+# runs ~4x slower than a plain transpose (41% of the step's CPU time). Its train step (batch 64,
+# 64×64) goes from 78.6 to 66.8 ms, the quick run's metrics 44.6 -> 39.6 s; it slows the other
+# models' steps (MLP 3.9 -> 4.8 ms, HVAE 2.3 -> 2.9, VDVAE 160 -> 246), so only configs that
+# gain set it (`python benchmarks/xla_flags.py --models conv,mlp`). It rounds differently.
+BETA_VAE_CPU_FLAGS = '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution,+eltwise'
+
+# Flag names that were in XLA_FLAGS before vae_jax added any: the user's, never replaced.
+_user_flags: set[str] = set()
 
 
 def _off(name: str) -> bool:
@@ -34,6 +53,7 @@ def _off(name: str) -> bool:
 
 def setup() -> None:
     """Both, for this process (what importing vae_jax does)."""
+    _user_flags.update(_names(os.environ.get('XLA_FLAGS', '')))
     if _backends_started():
         # Too late for this process; and XLA_FLAGS is part of the compilation cache's key,
         # which must not claim flags the running backend never read.
@@ -56,6 +76,62 @@ def add_xla_flags(environ=os.environ, flags=CPU_FLAGS) -> list[str]:
     if added:
         environ['XLA_FLAGS'] = ' '.join([environ.get('XLA_FLAGS', ''), *added]).strip()
     return added
+
+
+def _names(flags: str) -> list[str]:
+    return [f.split('=', 1)[0] for f in flags.split()]
+
+
+def merge_flags(current: str, flags: str, keep: set[str]) -> str:
+    """`current` (an XLA_FLAGS value) with each of `flags` set: a flag of the same name is
+    replaced unless its name is in `keep`, then the flag is left out."""
+    out = current.split()
+    for flag in flags.split():
+        name = flag.split('=', 1)[0]
+        if name in keep:
+            continue
+        out = [f for f in out if f.split('=', 1)[0] != name] + [flag]
+    return ' '.join(out)
+
+
+def check_flags(flags) -> None:
+    """Raises UserError unless `flags` is XLA flags written `--xla_name[=value]`, space separated
+    (XLA itself refuses a well-formed name it does not know, when it starts)."""
+    if not isinstance(flags, str) or not all(re.fullmatch(r'--xla_\w+(=\S+)?', f)
+                                             for f in flags.split()):
+        raise UserError(f'xla_cpu_flags={flags!r} must be XLA flags written --xla_name=value, '
+                        f'separated by spaces')
+
+
+def apply_config_flags(flags: str, environ=os.environ) -> str | None:
+    """Sets a config's `xla_cpu_flags` in this process's XLA_FLAGS (replacing vae_jax's own
+    value of a flag, never the user's); returns the XLA_FLAGS XLA will read, or None when
+    they cannot apply: JAX's backends already started (a warning says so) or VAE_JAX_XLA_FLAGS=0.
+    Raises UserError for flags not written as XLA flags.
+    """
+    check_flags(flags)
+    if not flags.strip() or _off('VAE_JAX_XLA_FLAGS'):
+        return None
+    if _backends_started():
+        logging.warning('JAX started before the config was read: its xla_cpu_flags %r are not '
+                        'set', flags)
+        return None
+    environ['XLA_FLAGS'] = merge_flags(environ.get('XLA_FLAGS', ''), flags, _user_flags)
+    return environ['XLA_FLAGS']
+
+
+def saved_flags(workdir) -> str:
+    """The xla_cpu_flags in a run's config.json; '' when it has none or cannot be read (what
+    reads the run next reports that)."""
+    import json
+    from pathlib import Path
+
+    from vae_jax.workdir import CONFIG_FILE
+    try:
+        flags = json.loads((Path(workdir) / CONFIG_FILE).read_text()).get('xla_cpu_flags', '')
+    except (OSError, ValueError, AttributeError):
+        return ''
+    return flags if isinstance(flags, str) else ''
 
 
 def _backends_started() -> bool:
