@@ -38,9 +38,10 @@ CPU_FLAGS = ('--xla_cpu_experimental_ynn_fusion_type=-individual_convolution',)
 # XLA:CPU otherwise fuses each layer's bias + ReLU into the transposed copy of the activations
 # that the next layer's weight gradient reads, and a transposing fusion that holds a broadcast
 # runs ~4x slower than a plain transpose (41% of the step's CPU time). Its train step (batch 64,
-# 64×64) goes from 78.6 to 66.8 ms, the quick run's metrics 44.6 -> 39.6 s; it slows the other
-# models' steps (MLP 3.9 -> 4.8 ms, HVAE 2.3 -> 2.9, VDVAE 160 -> 246), so only configs that
-# gain set it (`python benchmarks/xla_flags.py --models conv,mlp`). It rounds differently.
+# 64×64) goes from 84.6 to 68.6 ms (`python benchmarks/xla_flags.py --models conv,mlp`, 2-core
+# Intel Xeon), the quick run's metrics from 44.6 to 40.4 s (one run each); it slows the other
+# models' steps (MLP 4.3 -> 5.1 ms, HVAE 2.2 -> 2.7: `--models mlp,hvae --flags=...`; VDVAE
+# 160 -> 246 in a one-off run), so only configs that gain set it. It rounds differently.
 BETA_VAE_CPU_FLAGS = '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution,+eltwise'
 
 # Flag names that were in XLA_FLAGS before vae_jax added any: the user's, never replaced.
