@@ -50,11 +50,11 @@ print(json.dumps({{"ms": blocks, "flags": os.environ.get("XLA_FLAGS", "")}}))
 SETTINGS = ('none', 'vae_jax', 'config')
 
 
-def measure(name: str, setting: str, extra: str) -> tuple[float, str]:
-    """(min ms per step, the XLA_FLAGS it ran with) under `setting`."""
+def measure(name: str, setting: str, extra: str) -> float:
+    """Min ms per step under `setting`, after checking that the child's XLA_FLAGS are it."""
     # This process imported vae_jax, which added its flags to its own XLA_FLAGS: the child's
     # environment is rebuilt from the user's flags alone.
-    from vae_jax.xla_setup import CPU_FLAGS
+    from vae_jax.xla_setup import CPU_FLAGS, merge_flags
     user = [f for f in os.environ.get('XLA_FLAGS', '').split() if f not in CPU_FLAGS]
     env = dict(os.environ, VAE_JAX_XLA_FLAGS='0' if setting == 'none' else '1',
                XLA_FLAGS=' '.join(user))
@@ -62,7 +62,11 @@ def measure(name: str, setting: str, extra: str) -> tuple[float, str]:
     out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
                          check=True).stdout
     result = json.loads(out.strip().splitlines()[-1])
-    return min(result['ms']), result['flags']
+    ran = result['flags'].split()
+    ours = ' '.join(CPU_FLAGS)
+    wanted = {'none': '', 'vae_jax': ours, 'config': merge_flags(ours, extra, set())}[setting]
+    assert ran[len(user):] == wanted.split(), (setting, result['flags'])
+    return min(result['ms'])
 
 
 def main():
@@ -83,7 +87,7 @@ def main():
         for r in range(args.rounds):
             for setting in SETTINGS[r % 3:] + SETTINGS[:r % 3]:
                 wait_for_idle(15)
-                ms[setting].append(measure(name, setting, extra)[0])
+                ms[setting].append(measure(name, setting, extra))
         med = {s: statistics.median(v) for s, v in ms.items()}
         cells = ' | '.join(f'{med[s]:.1f} ({min(ms[s]):.1f}-{max(ms[s]):.1f})' for s in SETTINGS)
         print(f'| {name} | {extra or "(none)"} | {cells} | {med["none"] / med["vae_jax"]:.2f}× | '

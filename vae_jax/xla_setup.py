@@ -42,7 +42,7 @@ CPU_FLAGS = ('--xla_cpu_experimental_ynn_fusion_type=-individual_convolution',)
 # Intel Xeon), the quick run's metrics from 44.6 to 40.4 s (one run each); it slows the other
 # models' steps (MLP 4.3 -> 5.1 ms, HVAE 2.2 -> 2.7: `--models mlp,hvae --flags=...`; VDVAE
 # 160 -> 246 in a one-off run), so only configs that gain set it. It rounds differently.
-BETA_VAE_CPU_FLAGS = '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution,+eltwise'
+BETA_VAE_CPU_FLAGS = f'{CPU_FLAGS[0]},+eltwise'  # replaces CPU_FLAGS' value of the same flag
 
 # Flag names that were in XLA_FLAGS before vae_jax added any: the user's, never replaced.
 _user_flags: set[str] = set()
@@ -72,15 +72,19 @@ def add_xla_flags(environ=os.environ, flags=CPU_FLAGS) -> list[str]:
     returns those added. It takes effect only if JAX's backends have not started yet."""
     if _off('VAE_JAX_XLA_FLAGS'):
         return []
-    present = {f.split('=', 1)[0] for f in environ.get('XLA_FLAGS', '').split()}
-    added = [f for f in flags if f.split('=', 1)[0] not in present]
+    present = set(_names(environ.get('XLA_FLAGS', '')))
+    added = [f for f in flags if _name(f) not in present]
     if added:
         environ['XLA_FLAGS'] = ' '.join([environ.get('XLA_FLAGS', ''), *added]).strip()
     return added
 
 
+def _name(flag: str) -> str:
+    return flag.split('=', 1)[0]
+
+
 def _names(flags: str) -> list[str]:
-    return [f.split('=', 1)[0] for f in flags.split()]
+    return [_name(f) for f in flags.split()]
 
 
 def merge_flags(current: str, flags: str, keep: set[str]) -> str:
@@ -88,10 +92,8 @@ def merge_flags(current: str, flags: str, keep: set[str]) -> str:
     replaced unless its name is in `keep`, then the flag is left out."""
     out = current.split()
     for flag in flags.split():
-        name = flag.split('=', 1)[0]
-        if name in keep:
-            continue
-        out = [f for f in out if f.split('=', 1)[0] != name] + [flag]
+        if _name(flag) not in keep:
+            out = [f for f in out if _name(f) != _name(flag)] + [flag]
     return ' '.join(out)
 
 
