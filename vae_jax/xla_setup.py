@@ -37,11 +37,12 @@ CPU_FLAGS = ('--xla_cpu_experimental_ynn_fusion_type=-individual_convolution',)
 # The conv β-VAE's (`configs.dsprites_config`): YNNPACK also runs XLA's elementwise fusions.
 # XLA:CPU otherwise fuses each layer's bias + ReLU into the transposed copy of the activations
 # that the next layer's weight gradient reads, and a transposing fusion that holds a broadcast
-# runs ~4x slower than a plain transpose (41% of the step's CPU time). Its train step (batch 64,
+# runs ~4x slower than a plain transpose: 40% of the step's CPU time (`python
+# benchmarks/step_profile.py --no_config_flags --transposes`). Its train step (batch 64,
 # 64×64) goes from 84.6 to 68.6 ms (`python benchmarks/xla_flags.py --models conv,mlp`, 2-core
 # Intel Xeon), the quick run's metrics from 44.6 to 40.4 s (one run each); it slows the other
-# models' steps (MLP 4.3 -> 5.1 ms, HVAE 2.2 -> 2.7: `--models mlp,hvae --flags=...`; VDVAE
-# 160 -> 246 in a one-off run), so only configs that gain set it. It rounds differently.
+# models' steps (MLP 4.3 -> 5.1 ms, HVAE 2.2 -> 2.7, 3 rounds; VDVAE 172.9 -> 260.5, 1 round:
+# `--models mlp,hvae,vdvae --flags=...`), so only configs that gain set it. It rounds differently.
 BETA_VAE_CPU_FLAGS = f'{CPU_FLAGS[0]},+eltwise'  # replaces CPU_FLAGS' value of the same flag
 
 # Flag names that were in XLA_FLAGS before vae_jax added any: the user's, never replaced.
