@@ -11,7 +11,8 @@ def digest(directory):
             for p in sorted(directory.rglob('*')) if p.is_file()}
 
 
-# A config's XLA flag (one whose default this is): launch sets it before JAX starts.
+# A config's XLA flag (one that changes no number this test checks): launch sets it before
+# JAX starts.
 FLAG = '--xla_cpu_enable_fast_min_max=false'
 
 
