@@ -106,7 +106,8 @@ def test_trained_discriminator_estimates_the_total_correlation():
     def step(disc, key):
         k1, k2 = jax.random.split(key)
         z = jax.random.multivariate_normal(k1, jnp.zeros(2), cov, (512,))
-        return factor_vae.update(disc, z, k2, None)
+        grads, metrics = factor_vae.grads(disc, z, k2, None)
+        return disc.apply_gradients(grads=grads), metrics
 
     for i in range(600):
         disc, metrics = step(disc, jax.random.key(i))

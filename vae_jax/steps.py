@@ -22,7 +22,8 @@ from vae_jax import keys as keys_lib, objectives
 from vae_jax.distributed import pmap_devices
 from vae_jax.model_fns import ModelFns
 from vae_jax.objectives.core import Context
-from vae_jax.optim import eval_params, make_optimizer, set_learning_rate, skipped_updates
+from vae_jax.optim import (apply_gradients, eval_params, make_optimizer, set_learning_rate,
+                           skipped_updates)
 
 AXIS = 'batch'
 LEARNING_RATE = 'optim.learning_rate'
@@ -117,7 +118,7 @@ def settings(objective_config, hparams: Mapping[str, jax.Array]) -> dict:
 
 def train_step(state: TrainState, batch: Mapping[str, jax.Array], train_key: jax.Array,
                hparams: Mapping[str, jax.Array], *, fns: ModelFns, objective_config,
-               binarize: str, axis_name: str | None = AXIS
+               binarize: str, axis_name: str | None = AXIS, lead_axis: bool = True
                ) -> tuple[TrainState, Mapping[str, jax.Array]]:
     """One optimizer step on this device's share of the global batch.
 
@@ -129,6 +130,7 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], train_key: jax
         the objective's traced fields and the peak learning rate, as traced data.
       fns, objective_config, binarize: bound with functools.partial.
       axis_name: the device axis; gradients and metrics are `lax.pmean`-ed over it.
+      lead_axis: `optim.apply_gradients`'s: True for pmap's per-device body, False under vmap.
 
     Returns:
       (new state, metrics averaged over the global batch).
@@ -141,16 +143,16 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], train_key: jax
     grads, (metrics, aux_input) = jax.grad(objective.loss, has_aux=True)(
         state.params, x, y, keys, ctx)
     if objective.aux is not None:
-        aux, aux_metrics = objective.aux.update(
+        aux_grads, aux_metrics = objective.aux.grads(
             state.aux, aux_input, keys_lib.permutation_key(train_key, state.step), axis_name)
-        state = state.replace(aux=aux)
+        state = state.replace(aux=apply_gradients(state.aux, aux_grads, lead_axis))
         metrics = dict(metrics, **aux_metrics)
     if axis_name is not None:
         grads = jax.lax.pmean(grads, axis_name)
         metrics = jax.lax.pmean(metrics, axis_name)
     metrics = dict(metrics, grad_norm=optax.global_norm(grads))
     state = state.replace(opt_state=set_learning_rate(state.opt_state, hparams[LEARNING_RATE]))
-    state = state.apply_gradients(grads=grads)
+    state = apply_gradients(state, grads, lead_axis)
     skipped = skipped_updates(state.opt_state)
     if skipped is not None:
         metrics['skipped_updates'] = skipped.astype(jnp.float32)
@@ -184,14 +186,16 @@ def pmapped_steps(fns: ModelFns, config, devices: Sequence[jax.Device], step_fn=
     p_train(state, batch, train_key, hparams) and p_eval(params, batch, eval_key). With
     `vmapped`, every argument has a leading axis of P points (a sweep group: state leaves
     [devices, P, ...], batch [devices, P, b, ...], keys and hparams [P]) and one compiled step
-    trains all of them. The state (argument 0) is donated: XLA reuses its buffers.
+    trains all of them. The state (argument 0) is donated: XLA reuses its buffers (updating it
+    in place, `optim.apply_gradients`).
     """
     devices = pmap_devices(devices)  # with several processes: all of theirs, for global pmeans
     # Over one device every collective is the identity, yet XLA:CPU still runs it as an
     # all-reduce: the bodies then get axis_name=None and skip them, bit for bit.
     axis = AXIS if len(devices) > 1 else None
     train = functools.partial(step_fn, fns=fns, objective_config=config.objective,
-                              binarize=config.data.binarize, axis_name=axis)
+                              binarize=config.data.binarize, axis_name=axis,
+                              lead_axis=not vmapped)
     evaluate = functools.partial(eval_step, fns=fns, binarize=config.data.binarize,
                                  axis_name=axis)
     if vmapped:

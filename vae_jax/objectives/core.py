@@ -50,12 +50,13 @@ class Aux:
 
     Attributes:
       init: (key, config) -> flax TrainState, kept in `TrainState.aux`.
-      update: (aux_state, aux_input, key, axis_name) -> (new aux_state, metrics); aux_input
-        is what the loss returned beside its metrics, `key` is `keys.permutation_key` of the
-        step.
+      grads: (aux_state, aux_input, key, axis_name) -> (gradients of aux_state.params,
+        pmean-ed over axis_name; metrics); aux_input is what the loss returned beside its
+        metrics, `key` is `keys.permutation_key` of the step. The train step applies them
+        with aux_state's optimizer, as it applies the VAE's.
     """
     init: Callable
-    update: Callable
+    grads: Callable
 
 
 def _no_check(config) -> None:

@@ -2,8 +2,8 @@
 discriminator trained beside the VAE to tell q(z) from the product of its marginals.
 
 The discriminator (`Discriminator`, `config.discriminator`) is this objective's auxiliary
-model (`core.Aux`): its state lives in `TrainState.aux` and `update` takes one Adam step on it
-after every VAE step, on the VAE step's samples z (taken before the VAE update, as in
+model (`core.Aux`): its state lives in `TrainState.aux`, and the train step takes one Adam step
+on it with `grads` after every VAE step, on the VAE step's samples z (taken before the VAE update, as in
 algorithm 1 of the paper) and their permutation across the *global* batch.
 """
 
@@ -71,7 +71,7 @@ def discriminator_loss(logits_real: jax.Array, logits_permuted: jax.Array) -> ja
 def loss(params, x, y, keys, ctx):
     """-ELBO + γ TC, TC from the (fixed) discriminator's density ratio on z ~ q(z|x).
 
-    Returns (loss, (metrics with 'tc', z [b, d])): z is passed on to `update`.
+    Returns (loss, (metrics with 'tc', z [b, d])): z is passed on to `grads`.
     """
     t = elbo_terms(params, x, y, keys, ctx.fns)
     logits = ctx.aux.apply_fn({'params': ctx.aux.params}, t['z'])
@@ -89,12 +89,14 @@ def init(key: jax.Array, config) -> train_state.TrainState:
         apply_fn=module.apply, params=params, tx=optax.adam(c.learning_rate, b1=c.b1, b2=c.b2))
 
 
-def update(disc: train_state.TrainState, z: jax.Array, perm_key: jax.Array,
-           axis_name: Optional[str]):
-    """One update of the discriminator on z [b, d] ~ q(z|x) and its global permutation.
+def grads(disc: train_state.TrainState, z: jax.Array, perm_key: jax.Array,
+          axis_name: Optional[str]):
+    """The discriminator's loss gradient on z [b, d] ~ q(z|x) and its global permutation
+    (the train step applies it with the discriminator's Adam).
 
     Returns:
-      (new discriminator state, {'disc_loss', 'disc_accuracy'} over the global batch).
+      (gradients of disc.params over the global batch, {'disc_loss', 'disc_accuracy'} over
+      the global batch).
     """
     z = jax.lax.stop_gradient(z)
     permuted = local_permuted(perm_key, z, axis_name)
@@ -110,7 +112,7 @@ def update(disc: train_state.TrainState, z: jax.Array, perm_key: jax.Array,
     if axis_name is not None:
         grads = jax.lax.pmean(grads, axis_name)
         metrics = jax.lax.pmean(metrics, axis_name)
-    return disc.apply_gradients(grads=grads), metrics
+    return grads, metrics
 
 
 def check(config) -> None:
@@ -121,4 +123,4 @@ def check(config) -> None:
 
 
 OBJECTIVE = Objective(loss=loss, defaults={'gamma': 1.0}, traced=('gamma',), check=check,
-                      aux=Aux(init=init, update=update))
+                      aux=Aux(init=init, grads=grads))
