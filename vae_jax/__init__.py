@@ -4,9 +4,10 @@ The notebook-facing API. Per-example functions reduce one example to a scalar by
 over pixels and latents; batch them with `jax.vmap` and average over the batch.
 """
 
-from vae_jax import xla_setup
+from vae_jax import allocator, xla_setup
 
 xla_setup.setup()  # before anything starts JAX's backends (see xla_setup)
+allocator.tune()  # keep freed memory for the next step (see allocator)
 
 from vae_jax.configs import base_config
 from vae_jax.distributions import (bernoulli_log_likelihood, gaussian_kl, gaussian_kl_per_dim,
