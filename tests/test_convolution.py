@@ -183,6 +183,35 @@ def test_config_flags_replace_vae_jax_values_not_the_users(tmp_path):
     assert xla_setup.saved_flags(tmp_path) == xla_setup.saved_flags(tmp_path / 'none') == ''
 
 
+def test_a_child_process_does_not_take_its_parents_vae_jax_flags_for_the_users():
+    """A process started by a vae_jax process (the ledger's launches, benchmark workers)
+    inherits the flags its parent added; it starts again from the user's alone, so its own
+    config's flags apply, and another config's flags do not leak into it."""
+    user = '--xla_cpu_enable_fast_min_max=false'
+    code = ('import os, sys, vae_jax\n'
+            'from vae_jax import xla_setup\n'
+            'print(os.environ["XLA_FLAGS"])\n'
+            'xla_setup.apply_config_flags(sys.argv[1])\n'
+            'print(os.environ["XLA_FLAGS"])\n')
+
+    def child(env, config_flags):
+        out = subprocess.run([sys.executable, '-c', code, config_flags], env=env, check=True,
+                             capture_output=True, text=True)
+        return [line.split() for line in out.stdout.strip().splitlines()]
+
+    # The parent imported vae_jax (adding CPU_FLAGS) and then set the conv family's flags.
+    parent = dict(os.environ, XLA_FLAGS=f'{user} {xla_setup.BETA_VAE_CPU_FLAGS}',
+                  **{xla_setup.ADDED_ENV: xla_setup.BETA_VAE_CPU_FLAGS})
+    start, conv = child(parent, xla_setup.BETA_VAE_CPU_FLAGS)
+    assert start == [user, *xla_setup.CPU_FLAGS]  # the parent's +eltwise is gone
+    assert conv == [user, xla_setup.BETA_VAE_CPU_FLAGS]  # its own config's flags apply
+    start, mlp = child(parent, '')
+    assert mlp == [user, *xla_setup.CPU_FLAGS]
+    # A flag the user set to the same name keeps the user's value in the child.
+    mine = dict(parent, XLA_FLAGS=f'{xla_setup.CPU_FLAGS[0].split("=")[0]}=-dot')
+    assert child(mine, xla_setup.BETA_VAE_CPU_FLAGS)[1] == mine['XLA_FLAGS'].split()
+
+
 def test_importing_vae_jax_sets_the_flags_and_the_compilation_cache(tmp_path):
     """In a fresh process: the flags reach XLA_FLAGS, the compilation cache is in
     $VAE_JAX_CACHE/jax and a second process reads what the first compiled (no compile)."""

@@ -4,9 +4,9 @@ returning it to the operating system after every step.
 XLA:CPU allocates each executable's temporary buffers (tens of MB for a conv train step) with
 malloc and frees them when the call ends. glibc serves requests that large with a fresh `mmap`
 and gives them back with `munmap`, so every page of them faults again on the next step: the
-conv β-VAE's train step (batch 64, 64×64) took 19,236 minor page faults and 37 ms of kernel CPU
-time per step, 87.5 ms in all; with `tune()` 580 faults, 1.7 ms and 73.1 ms (one run each,
-2-core Intel Xeon; `python benchmarks/allocator.py` measures it). The MLP step's buffers are
+conv β-VAE's train step (batch 64, 64×64) took 17,731 minor page faults and 33.9 ms of kernel
+CPU time per step, 88.5 ms in all; with `tune()` 1 fault, 1.9 ms and 76.5 ms (medians of 3
+fresh processes each, 2-core Intel Xeon: `python benchmarks/allocator.py`). The MLP step's buffers are
 small enough for glibc's heap already: no faults, no change.
 
 `tune()` (called when vae_jax is imported) sets glibc's `M_MMAP_MAX` to 0, so that malloc serves

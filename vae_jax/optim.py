@@ -156,8 +156,8 @@ def apply_gradients(state, grads, lead_axis: bool = True):
     sees as [...]. XLA:CPU writes an update into its donated buffer in place only when the
     fusion that computes it has the buffer's own shape: computed on [...], each parameter and
     both its Adam moments were copied once per step. On [1, ...] leaves the reshapes cancel
-    against pmap's and nothing is copied: the MLP train step 5.0 -> 4.1 ms, the HVAE's 2.8 ->
-    2.4 ms (`python benchmarks/optimizer_update.py`). The same operations on the same values;
+    against pmap's and nothing is copied: the MLP train step 5.63 -> 4.89 ms, the HVAE's 2.86 ->
+    2.59 ms (`python benchmarks/optimizer_update.py`, 2-core Intel Xeon). The same operations on the same values;
     XLA's generated loops may round the Adam moments differently by an ulp.
 
     Under vmap (a sweep group's step) the point axis would come before the added one, and the

@@ -22,7 +22,8 @@ persistent compilation cache. Both apply to every process that imports vae_jax (
   before JAX starts. The β-VAE family's conv net sets `BETA_VAE_CPU_FLAGS`.
 
 `VAE_JAX_XLA_FLAGS=0` leaves XLA_FLAGS alone; `VAE_JAX_COMPILE_CACHE=0` leaves the cache off.
-A flag the user already set in XLA_FLAGS (by name) is never overridden.
+A flag the user already set in XLA_FLAGS (by name) is never overridden; flags a parent vae_jax
+process added (`ADDED_ENV`) are not the user's.
 """
 
 import os
@@ -48,6 +49,13 @@ BETA_VAE_CPU_FLAGS = f'{CPU_FLAGS[0]},+eltwise'  # replaces CPU_FLAGS' value of 
 # Flag names that were in XLA_FLAGS before vae_jax added any: the user's, never replaced.
 _user_flags: set[str] = set()
 
+# The flags (`--name=value`) vae_jax itself put in XLA_FLAGS, recorded beside it. A child process
+# (the ledger's launches, a benchmark's workers) inherits both and takes these out when it
+# imports vae_jax: before, it took its parent's vae_jax flags for the user's and never set its
+# own config's (`benchmarks/train_speed.py` timed the conv step without the β-VAE family's
+# flags, 10.2 instead of 14 steps/s).
+ADDED_ENV = 'VAE_JAX_ADDED_XLA_FLAGS'
+
 
 def _off(name: str) -> bool:
     return os.environ.get(name, '1').strip().lower() in ('0', 'false', 'off', 'no')
@@ -55,6 +63,7 @@ def _off(name: str) -> bool:
 
 def setup() -> None:
     """Both, for this process (what importing vae_jax does)."""
+    drop_inherited_flags()
     _user_flags.update(_names(os.environ.get('XLA_FLAGS', '')))
     if _backends_started():
         # Too late for this process; and XLA_FLAGS is part of the compilation cache's key,
@@ -68,6 +77,22 @@ def setup() -> None:
     enable_compilation_cache()
 
 
+def drop_inherited_flags(environ=os.environ) -> None:
+    """Takes out of environ['XLA_FLAGS'] the flags a parent vae_jax process put there (those
+    recorded in environ[ADDED_ENV]): this process then starts from the user's flags alone and
+    adds vae_jax's own and its config's, as if launched from a shell."""
+    added = set(environ.get(ADDED_ENV, '').split())
+    if added and not _backends_started():
+        environ['XLA_FLAGS'] = ' '.join(f for f in environ.get('XLA_FLAGS', '').split()
+                                        if f not in added)
+        environ.pop(ADDED_ENV)
+
+
+def _record_added(environ, flags) -> None:
+    """Records `flags` as vae_jax's in environ[ADDED_ENV] (replacing same-named entries)."""
+    environ[ADDED_ENV] = merge_flags(environ.get(ADDED_ENV, ''), ' '.join(flags), set())
+
+
 def add_xla_flags(environ=os.environ, flags=CPU_FLAGS) -> list[str]:
     """Appends each of `flags` to environ['XLA_FLAGS'] unless a flag of that name is there;
     returns those added. It takes effect only if JAX's backends have not started yet."""
@@ -77,6 +102,7 @@ def add_xla_flags(environ=os.environ, flags=CPU_FLAGS) -> list[str]:
     added = [f for f in flags if _name(f) not in present]
     if added:
         environ['XLA_FLAGS'] = ' '.join([environ.get('XLA_FLAGS', ''), *added]).strip()
+        _record_added(environ, added)
     return added
 
 
@@ -121,6 +147,7 @@ def apply_config_flags(flags: str, environ=os.environ) -> str | None:
                         'set', flags)
         return None
     environ['XLA_FLAGS'] = merge_flags(environ.get('XLA_FLAGS', ''), flags, _user_flags)
+    _record_added(environ, [f for f in flags.split() if _name(f) not in _user_flags])
     return environ['XLA_FLAGS']
 
 
