@@ -15,14 +15,15 @@ on a tenth of the protocol's sample sizes), `beta=B` (default 4), `steps=N` (def
 or 600 with `quick`); for the sweep `betas=B1/B2/...` (default 1/2/4/6/8/16) and `seeds=N`
 (default 5).
 
-Runtime: the full 300k steps take about 7 hours on a 2-core CPU (12.0 steps/s measured by
-benchmarks/train_speed.py on a 2-core Intel Xeon). The quick run (measured 2026-12-02, seed 0,
-that CPU, no other job; median of 3 by benchmarks/end_to_end.py): 1 min 33 s in all (1 min 30 s
-- 1 min 35 s), 44 s of it training and 42 s the metrics; -ELBO 114.19 nats (KL 13.14) on 1,000
-of the 10,000 held-out factor combinations (`data.registry`); BetaVAE 0.712, FactorVAE 0.476,
-MIG 0.030, DCI D 0.030, SAP 0.030. These are with the family's XLA flags
+Runtime: the full 300k steps take about 6 hours on a 2-core CPU (13.8 steps/s measured by
+benchmarks/train_speed.py on a 2-core Intel Xeon, 2026-12-02 afternoon). The quick run
+(measured then, seed 0, that CPU, no other job; median of 3 by benchmarks/end_to_end.py):
+1 min 52 s in all (1 min 48 s - 2 min 3 s), 44 s of it training and 59 s the metrics; -ELBO
+115.68 nats on 1,000 of the 10,000 held-out factor combinations (`data.registry`); the
+README's family table (one more run, 1 min 46 s): KL 12.83, BetaVAE 0.694, FactorVAE 0.452,
+MIG 0.028, DCI D 0.030, SAP 0.022. These are with the family's XLA flags
 (`config.xla_cpu_flags`, `vae_jax.xla_setup.BETA_VAE_CPU_FLAGS`); `--config.xla_cpu_flags=`
-runs without them (-ELBO 114.11, BetaVAE 0.710, FactorVAE 0.460, MIG 0.029). The README's
+runs without them. The README's
 "Disentanglement" section has the β comparison and the other objectives.
 """
 

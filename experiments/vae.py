@@ -9,8 +9,9 @@ Arguments (checked against `ARGS`): `epochs=E` (default 30); for the sweep `seed
 3).
 
 Runtime and result, measured on a quiet 2-core CPU (README, "Measured"): 10 epochs (3,900
-steps) take 46 s and end at test -ELBO 103.2 nats (flax's example reports ≈ 104); 30 epochs end
-at 100.85.
+steps) take 25.5 s in all (benchmarks/end_to_end.py, 2026-12-02) and end at test -ELBO 103.15
+nats (flax's example reports ≈ 104); 30 epochs ended at 100.85 (before the in-place optimizer
+update, which rounds differently).
 
 Sweep (get_sweep): latent dimensions {2, 5, 10, 20, 50} × seeds {0, 1, 2} (`seeds=N`), the
 latent-size comparison of Kingma & Welling (2014, figure 2); 15 points, about 15 minutes with
