@@ -30,6 +30,7 @@ sys.path.insert(0, {here!r})
 import train_speed as T
 from vae_jax import xla_setup
 name, framework = {name!r}, {framework!r}
+xla_setup.apply_config_flags(T.config_flags(name))  # as launch.py does, before JAX starts
 filename, shape, _ = T.MODELS[name]
 config = T.load_config(filename)
 batches = T.host_batches(config.batch_size, shape)
@@ -52,10 +53,8 @@ print(json.dumps({{'ms': 1e3 * dt / n, 'faults': (resource.getrusage(resource.RU
 '''
 
 
-def measure(name, framework, tuned, flags):
+def measure(name, framework, tuned):
     env = dict(os.environ, VAE_JAX_MALLOC='1' if tuned else '0')
-    if flags:  # the config's XLA flags, as launch.py sets them before JAX starts
-        env['XLA_FLAGS'] = ' '.join([env.get('XLA_FLAGS', ''), flags]).strip()
     out = subprocess.run([sys.executable, '-c', CHILD.format(here=str(HERE), name=name,
                                                              framework=framework)],
                          env=env, capture_output=True, text=True, check=True)
@@ -68,19 +67,17 @@ def main():
     parser.add_argument('--frameworks', default='jax,torch')
     parser.add_argument('--rounds', type=int, default=3)
     args = parser.parse_args()
-    import train_speed as T
     print(f'{args.rounds} rounds; each cell a fresh process; medians')
     print('\n| model | framework | malloc | ms per step | min-max | page faults per step |'
           ' kernel CPU ms per step | speed-up |')
     print('|---|---|---|---|---|---|---|---|')
     for name in args.models.split(','):
-        flags = T.config_flags(name)
         for framework in args.frameworks.split(','):
             runs = {True: [], False: []}
             for r in range(args.rounds):
                 for tuned in ((True, False) if r % 2 == 0 else (False, True)):
                     wait_for_idle(10)
-                    runs[tuned].append(measure(name, framework, tuned, flags))
+                    runs[tuned].append(measure(name, framework, tuned))
             med = {t: {k: statistics.median(x[k] for x in v) for k in v[0]}
                    for t, v in runs.items()}
             for tuned, label in ((False, "glibc's default"), (True, 'vae_jax (tuned)')):

@@ -42,17 +42,8 @@ class Runner(T.JaxRunner):
     """train_speed's runner of the experiment's step, with `lead_axis` fixed."""
 
     def __init__(self, config, shape, batches, lead_axis):
-        self.lead_axis = lead_axis
-        real = steps.pmapped_steps
-
-        def pmapped(fns, config, devices, step_fn=steps.train_step, vmapped=False):
-            fixed = lambda *a, **k: step_fn(*a, **dict(k, lead_axis=lead_axis))
-            return real(fns, config, devices, step_fn=fixed, vmapped=vmapped)
-        T.pmapped_steps = pmapped  # what JaxRunner builds its step with
-        try:
-            super().__init__(config, shape, batches)
-        finally:
-            T.pmapped_steps = real
+        super().__init__(config, shape, batches, step_fn=lambda *a, **k: steps.train_step(
+            *a, **dict(k, lead_axis=lead_axis)))
 
     def copies(self):
         lowered = self.step.lower(self.state, self.batches[0], self.key, self.hparams)

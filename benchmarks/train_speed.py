@@ -43,7 +43,8 @@ from timing import block_size, load_warning, timed, wait_for_idle
 from vae_jax import xla_setup
 from vae_jax.model_fns import build as build_model_fns
 from vae_jax.optim import make_optimizer
-from vae_jax.steps import create_train_state, hyperparams, pmapped_steps, replicate
+from vae_jax.steps import (create_train_state, hyperparams, pmapped_steps, replicate,
+                           train_step)
 
 try:
     import torch
@@ -82,13 +83,13 @@ def host_batches(batch, shape, seed=0):
 class JaxRunner:
     """The experiment's real train step, pmapped over one local device."""
 
-    def __init__(self, config, shape, batches):
+    def __init__(self, config, shape, batches, step_fn=train_step):
         devices = jax.local_devices()[:1]
         fns = build_model_fns(config.model, shape, num_classes=10)
         tx = make_optimizer(config.optim, total_steps=1_000_000)
         state = create_train_state(jax.random.key(0), fns, tx, shape)
         self.state = replicate(state, devices)
-        self.step, _ = pmapped_steps(fns, config, devices)
+        self.step, _ = pmapped_steps(fns, config, devices, step_fn=step_fn)
         self.key = jax.random.key(1)
         self.hparams = hyperparams(config)
         # Leading axis 1 = the local device axis the pipeline adds; placed once so the timed

@@ -51,9 +51,8 @@ _user_flags: set[str] = set()
 
 # The flags (`--name=value`) vae_jax itself put in XLA_FLAGS, recorded beside it. A child process
 # (the ledger's launches, a benchmark's workers) inherits both and takes these out when it
-# imports vae_jax: before, it took its parent's vae_jax flags for the user's and never set its
-# own config's (`benchmarks/train_speed.py` timed the conv step without the β-VAE family's
-# flags, 10.2 instead of 14 steps/s).
+# imports vae_jax; otherwise it would take its parent's vae_jax flags for the user's and never
+# set its own config's.
 ADDED_ENV = 'VAE_JAX_ADDED_XLA_FLAGS'
 
 
