@@ -3,12 +3,14 @@ step does under pmap) against flax's `apply_gradients` on the body's [...] leave
 
     python benchmarks/optimizer_update.py                   # mlp, hvae: 5 rounds (~1 min)
     python benchmarks/optimizer_update.py --models mlp,vampprior --rounds 3
+    python benchmarks/optimizer_update.py --models group:mlp      # a vmapped sweep group's step
 
 For each model: the experiment's real pmapped train step on one device (`train_speed.JaxRunner`,
 batches on device, compiled first), built twice, with `lead_axis` True and False; how many
 parameter-sized arrays its compiled program copies (XLA `copy` instructions of f32 arrays of
 at least 1,000 elements), and ms per step in alternating timed blocks (median over rounds,
-min-max). Both run in this process, with vae_jax's own XLA flags. Then how far apart the two
+min-max). `group:NAME` times a vmapped sweep group's step over 8 copies of the model
+(`pmapped_steps(vmapped=True)`: the update's `custom_vmap` rule). Both run in this process, with vae_jax's own XLA flags. Then how far apart the two
 states are after 20 steps from the same start: the same operations, rounded differently by
 XLA's generated loops.
 """
@@ -27,8 +29,9 @@ import numpy as np  # noqa: E402
 
 import train_speed as T  # noqa: E402
 from timing import block_size, load_warning, timed, wait_for_idle  # noqa: E402
-from vae_jax import steps  # noqa: E402
+from vae_jax import model_fns, optim, steps  # noqa: E402
 
+GROUP_POINTS = 8  # 'group:NAME': a sweep group of this many points
 COPY = re.compile(r'= f32\[([\d,]*)\]\S* copy\(')
 
 
@@ -50,6 +53,35 @@ class Runner(T.JaxRunner):
         return parameter_copies(lowered.compile().as_text())
 
 
+class GroupRunner(Runner):
+    """The same, as a vmapped sweep group's step over `points` copies of the point (each its
+    own initialisation, key and learning rate): leaves [1, P, ...] on the device."""
+
+    def __init__(self, config, shape, batches, lead_axis, points=GROUP_POINTS):
+        super().__init__(config, shape, batches, lead_axis)
+        devices = jax.local_devices()[:1]
+        step_fn = lambda *a, **k: steps.train_step(*a, **dict(k, lead_axis=lead_axis))
+        fns = model_fns.build(config.model, shape, 10)
+        tx = optim.make_optimizer(config.optim, total_steps=1_000_000)  # one: the states stack
+        states = [steps.create_train_state(jax.random.key(p), fns, tx, shape)
+                  for p in range(points)]
+        self.state = steps.replicate(jax.tree.map(lambda *a: np.stack(a), *states), devices)
+        self.step, _ = steps.pmapped_steps(fns, config, devices, step_fn=step_fn, vmapped=True)
+        self.key = jax.random.split(jax.random.key(1), points)
+        self.hparams = jax.tree.map(
+            lambda v: np.asarray(v) * np.linspace(0.5, 2.0, points, dtype=np.float32)
+            if v.dtype.kind == 'f' else np.stack([v] * points), steps.hyperparams(config))
+        self.batches = [jax.tree.map(lambda a: jax.numpy.stack([a] * points, axis=1), b)
+                        for b in self.batches]
+
+    def run(self, n):
+        for i in range(n):
+            self.state, metrics = self.step(self.state, self.batches[i % T.NUM_BATCHES],
+                                            self.key, self.hparams)
+        jax.block_until_ready((self.state, metrics))
+        return float(np.mean(metrics['loss']))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--models', default='mlp,hvae')
@@ -59,10 +91,11 @@ def main():
     print(f'jax {jax.__version__}, {args.rounds} alternating rounds of ~{args.block_s} s blocks')
     rows, loads = [], []
     for name in args.models.split(','):
-        filename, shape, _ = T.MODELS[name]
+        cls = GroupRunner if name.startswith('group:') else Runner
+        filename, shape, _ = T.MODELS[name.removeprefix('group:')]
         config = T.load_config(filename)
         batches = T.host_batches(config.batch_size, shape)
-        runners = {lead: Runner(config, shape, batches, lead) for lead in (True, False)}
+        runners = {lead: cls(config, shape, batches, lead) for lead in (True, False)}
         copies = {lead: r.copies() for lead, r in runners.items()}
         for r in runners.values():
             r.run(5)
@@ -73,7 +106,7 @@ def main():
                 wait_for_idle(10)
                 ms[lead].append(1e3 / timed(runners[lead].run, n, loads))
         # The same start, 20 steps each: how far apart the rounding takes the states.
-        fresh = {lead: Runner(config, shape, batches, lead) for lead in (True, False)}
+        fresh = {lead: cls(config, shape, batches, lead) for lead in (True, False)}
         for r in fresh.values():
             r.run(20)
         diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))

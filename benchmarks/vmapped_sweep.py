@@ -4,9 +4,10 @@ For each small config, 8 points (β ∈ {0.5, 1, 2, 4} × seeds {0, 1}) are trai
 the real entry point (`run_sweep`): sequentially (8 × `train_and_evaluate`, each compiling its
 own step) and vmapped (one program). Both write checkpoints, metrics and evals as usual.
 Reported: wall time of each (compiles, data, evals and checkpoints included), point-steps per
-second, and their ratio.
+second, and their ratio: medians over rounds in which the two alternate (which runs first swaps
+each round), with the range over rounds as the noise.
 
-    python benchmarks/vmapped_sweep.py [--steps 1000] [--configs toy2d,mnist_mlp]
+    python benchmarks/vmapped_sweep.py [--steps 1000] [--configs toy2d,mnist_mlp] [--rounds_sweep 3]
     python benchmarks/vmapped_sweep.py --step_only [--rounds 100]   # the compiled step alone,
                                                     # also for the dSprites conv β-VAE
 
@@ -16,6 +17,7 @@ Needs the TFDS data_dir for mnist ($TFDS_DATA_DIR or ../shared/data/tfds).
 import argparse
 import importlib.util
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -141,6 +143,8 @@ def main():
     parser.add_argument('--step_only', action='store_true',
                         help='time the compiled steps alone instead of whole sweeps')
     parser.add_argument('--rounds', type=int, default=100, help='--step_only: steps timed')
+    parser.add_argument('--rounds_sweep', type=int, default=3,
+                        help='whole sweeps: rounds of (sequential, vmapped), order alternating')
     args = parser.parse_args()
     logging.set_verbosity(logging.WARNING)
     if args.step_only:
@@ -148,20 +152,28 @@ def main():
         return main_step_only(args)
     args.configs = args.configs or 'toy2d,mnist_mlp'
     print(f'{jax.devices()[0].platform}, {os.cpu_count()} cores; {len(POINTS)} points '
-          f'(beta x seed) of {args.steps} steps each, through run_sweep with checkpoints/evals')
+          f'(beta x seed) of {args.steps} steps each, through run_sweep with checkpoints/evals; '
+          f'{args.rounds_sweep} rounds, the two orders alternating: medians (min-max)')
     print('| config | sequential (s) | vmapped (s) | point-steps/s seq | point-steps/s vmap '
-          '| ratio |')
+          '| ratio (min-max over rounds) |')
     print('|---|---|---|---|---|---|')
     loads = []
     for name in args.configs.split(','):
         config = small_config(name, args.steps)
-        with tempfile.TemporaryDirectory() as tmp:
-            seq, load_s = timed_sweep(config, Path(tmp) / 'seq', vmap=False)
-            vm, load_v = timed_sweep(config, Path(tmp) / 'vmap', vmap=True)
-        loads += [load_s, load_v]
+        walls = {False: [], True: []}
+        for r in range(args.rounds_sweep):
+            for vmap in ((False, True) if r % 2 == 0 else (True, False)):
+                with tempfile.TemporaryDirectory() as tmp:
+                    wall, load = timed_sweep(config, Path(tmp) / 'sweep', vmap=vmap)
+                walls[vmap].append(wall)
+                loads.append(load)
+        seq, vm = statistics.median(walls[False]), statistics.median(walls[True])
+        ratios = [s / v for s, v in zip(walls[False], walls[True])]
         work = len(POINTS) * args.steps
-        print(f'| {name} | {seq:.1f} | {vm:.1f} | {work / seq:.0f} | {work / vm:.0f} '
-              f'| {seq / vm:.2f}x |')
+        span = lambda v: f'{min(v):.1f}-{max(v):.1f}'
+        print(f'| {name} | {seq:.1f} ({span(walls[False])}) | {vm:.1f} ({span(walls[True])}) '
+              f'| {work / seq:.0f} | {work / vm:.0f} | {seq / vm:.2f}x '
+              f'({min(ratios):.2f}-{max(ratios):.2f}) |')
     warning = load_warning(loads)
     if warning:
         print(warning)

@@ -1,5 +1,5 @@
-"""optim.apply_gradients: flax's optimizer update, computed on [1, ...] leaves so that XLA updates
-a pmapped state's buffers in place."""
+"""optim.apply_gradients: flax's optimizer update, computed on [1, ...] leaves (a sweep group's on
+[1, P, ...]) so that XLA updates a pmapped state's buffers in place."""
 
 import re
 
@@ -11,10 +11,10 @@ from flax.training import train_state
 from vae_jax import base_config, model_fns, optim, steps
 
 
-def _state(optim_config, key=0):
+def _state(optim_config, key=0, tx=None):
     k1, k2 = jax.random.split(jax.random.key(key))
     params = {'w': jax.random.normal(k1, (6, 5)), 'b': jax.random.normal(k2, (5,))}
-    tx = optim.make_optimizer(optim_config, total_steps=10)
+    tx = tx or optim.make_optimizer(optim_config, total_steps=10)
     return train_state.TrainState.create(apply_fn=None, params=params, tx=tx)
 
 
@@ -51,21 +51,52 @@ def test_lead_axis_false_is_flaxs_update_bit_for_bit():
         np.testing.assert_array_equal(a, b)
 
 
-def _copied_state_leaves(lead_axis):
+def test_under_vmap_it_is_each_points_own_update():
+    """A sweep group's update (the `custom_vmap` rule: [1, P, ...] leaves, vmapped over axis 1)
+    is every point's update alone, also with a per-point learning rate and a gradient shared by
+    all points (unbatched, broadcast)."""
+    for c in _optim_configs():
+        tx = optim.make_optimizer(c, total_steps=10)  # one for all: the states stack
+        points = [_state(c, key, tx) for key in range(3)]
+        stacked = jax.tree.map(lambda *a: jnp.stack(a), *points)
+        lrs = jnp.array([1e-3, 3e-3, 1e-2])
+        with_lr = lambda s, lr: s.replace(opt_state=optim.set_learning_rate(s.opt_state, lr))
+        shared = jax.tree.map(jnp.cos, points[0].params)
+        for i in range(3):
+            grads = jax.tree.map(lambda p: 100.0 * p if i == 1 else jnp.sin(p), stacked.params)
+            group = jax.jit(jax.vmap(lambda s, g, lr: optim.apply_gradients(with_lr(s, lr), g)))
+            stacked = group(stacked, grads, lrs)
+            points = [jax.jit(lambda s, g, lr: with_lr(s, lr).apply_gradients(grads=g))(
+                s, jax.tree.map(lambda g: g[p], grads), lrs[p]) for p, s in enumerate(points)]
+        stacked = jax.jit(jax.vmap(optim.apply_gradients, in_axes=(0, None)))(stacked, shared)
+        points = [s.apply_gradients(grads=shared) for s in points]
+        for p, alone in enumerate(points):
+            for a, b in zip(jax.tree.leaves(stacked), jax.tree.leaves(alone)):
+                assert a.shape == (3, *b.shape) and a.dtype == b.dtype
+                np.testing.assert_allclose(a[p], b, rtol=2e-6, atol=1e-7)
+
+
+def _copied_state_leaves(lead_axis, points=0):
     """Paths of the state's leaves (of at least 1,000 elements) that the compiled one-device
-    pmapped train step copies before updating."""
+    pmapped train step copies before updating; with `points`, a sweep group's step over that
+    many stacked states."""
     config = base_config()
     config.model.hidden = (64,)
     fns = model_fns.build(config.model, (28, 28, 1), 10)
     state = steps.init_train_state(jax.random.key(0), fns, config, (28, 28, 1), 100)
     devices = jax.devices()[:1]
     step_fn = lambda *a, **k: steps.train_step(*a, **dict(k, lead_axis=lead_axis))
-    p_train, _ = steps.pmapped_steps(fns, config, devices, step_fn=step_fn)
-    state = steps.replicate(state, devices)
+    p_train, _ = steps.pmapped_steps(fns, config, devices, step_fn=step_fn,
+                                     vmapped=bool(points))
     batch = {'image': np.zeros((1, 8, 28, 28, 1), np.float32),
              'label': np.zeros((1, 8), np.int32), 'index': np.arange(8, dtype=np.int32)[None]}
-    text = p_train.lower(state, batch, jax.random.key(1),
-                         steps.hyperparams(config)).compile().as_text()
+    key, hparams = jax.random.key(1), steps.hyperparams(config)
+    if points:
+        stack = lambda tree: jax.tree.map(lambda a: jnp.stack([a] * points), tree)
+        state, key, hparams = stack(state), stack(key), stack(hparams)
+        batch = jax.tree.map(lambda a: np.stack([a] * points, axis=1), batch)
+    state = steps.replicate(state, devices)
+    text = p_train.lower(state, batch, key, hparams).compile().as_text()
     copied = {int(i) for i in re.findall(r'copy\(%flat_args_(\d+)_', text)}
     paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(state)[0]]
     sizes = [x.size for x in jax.tree.leaves(state)]
@@ -78,3 +109,10 @@ def test_pmapped_step_updates_adam_moments_in_place():
     moments = lambda paths: [p for p in paths if '.mu' in p or '.nu' in p]
     assert moments(_copied_state_leaves(lead_axis=False))  # the copies the layout avoids
     assert moments(_copied_state_leaves(lead_axis=True)) == []
+
+
+def test_sweep_group_step_updates_adam_moments_in_place():
+    """Likewise for a vmapped sweep group's step, whose leaves are [1, P, ...] per device."""
+    moments = lambda paths: [p for p in paths if '.mu' in p or '.nu' in p]
+    assert moments(_copied_state_leaves(lead_axis=False, points=3))
+    assert moments(_copied_state_leaves(lead_axis=True, points=3)) == []

@@ -130,7 +130,8 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], train_key: jax
         the objective's traced fields and the peak learning rate, as traced data.
       fns, objective_config, binarize: bound with functools.partial.
       axis_name: the device axis; gradients and metrics are `lax.pmean`-ed over it.
-      lead_axis: `optim.apply_gradients`'s: True for pmap's per-device body, False under vmap.
+      lead_axis: `optim.apply_gradients`'s: True (the update in place, under pmap and vmap) or
+        False (flax's update; for comparisons).
 
     Returns:
       (new state, metrics averaged over the global batch).
@@ -194,8 +195,7 @@ def pmapped_steps(fns: ModelFns, config, devices: Sequence[jax.Device], step_fn=
     # all-reduce: the bodies then get axis_name=None and skip them, bit for bit.
     axis = AXIS if len(devices) > 1 else None
     train = functools.partial(step_fn, fns=fns, objective_config=config.objective,
-                              binarize=config.data.binarize, axis_name=axis,
-                              lead_axis=not vmapped)
+                              binarize=config.data.binarize, axis_name=axis)
     evaluate = functools.partial(eval_step, fns=fns, binarize=config.data.binarize,
                                  axis_name=axis)
     if vmapped:
