@@ -9,7 +9,8 @@ Arguments (checked against `ARGS`): `epochs=E` (default 30); for the sweep `seed
 3).
 
 Runtime and result, measured on a quiet 2-core CPU (README, "Measured"): 10 epochs (3,900
-steps) take 25.5 s in all (benchmarks/end_to_end.py, 2026-12-02) and end at test -ELBO 103.15
+steps) take 23.2 s in all on a 2-core AMD EPYC VM (25.5 s on an Intel Xeon VM; median of 3,
+benchmarks/end_to_end.py, 2026-12-02) and end at test -ELBO 103.15
 nats (flax's example reports ≈ 104); 30 epochs ended at 100.85 (before the in-place optimizer
 update, which rounds differently).
 
