@@ -193,8 +193,8 @@ def _lead_axis_update(state, grads):
 def _group_update(axis_size, in_batched, state, grads):
     """The update of P points' stacked states: leaves [P, ...] (a point's scalars [P]) become
     [1, P, ...] and the update is vmapped over axis 1, so that its fusions write arrays of the
-    donated buffers' own shape. The MLP sweep group's step (8 points) copies 7 parameter-sized
-    arrays instead of 21."""
+    donated buffers' own shape: a group of 8 flax-parity MLPs copies 7 parameter-sized arrays
+    per step instead of 21 (`python benchmarks/optimizer_update.py --models group:mlp`)."""
     def batched(tree, flags):
         return jax.tree.map(lambda a, b: a if b else jnp.broadcast_to(a, (axis_size, *a.shape)),
                             tree, flags)
