@@ -10,7 +10,8 @@ batches on device, compiled first), built twice, with `lead_axis` True and False
 parameter-sized arrays its compiled program copies (XLA `copy` instructions of f32 arrays of
 at least 1,000 elements), and ms per step in alternating timed blocks (median over rounds,
 min-max). `group:NAME` times a vmapped sweep group's step over 8 copies of the model
-(`pmapped_steps(vmapped=True)`: the update's `custom_vmap` rule). Both run in this process, with vae_jax's own XLA flags. Then how far apart the two
+(`pmapped_steps(vmapped=True)`: the update's `custom_vmap` rule). Both run in this process,
+with vae_jax's own XLA flags. Then how far apart the two
 states are after 20 steps from the same start: the same operations, rounded differently by
 XLA's generated loops.
 """
@@ -29,7 +30,7 @@ import numpy as np  # noqa: E402
 
 import train_speed as T  # noqa: E402
 from timing import block_size, load_warning, timed, wait_for_idle  # noqa: E402
-from vae_jax import model_fns, optim, steps  # noqa: E402
+from vae_jax import steps  # noqa: E402
 
 GROUP_POINTS = 8  # 'group:NAME': a sweep group of this many points
 COPY = re.compile(r'= f32\[([\d,]*)\]\S* copy\(')
@@ -45,8 +46,8 @@ class Runner(T.JaxRunner):
     """train_speed's runner of the experiment's step, with `lead_axis` fixed."""
 
     def __init__(self, config, shape, batches, lead_axis):
-        super().__init__(config, shape, batches, step_fn=lambda *a, **k: steps.train_step(
-            *a, **dict(k, lead_axis=lead_axis)))
+        self.step_fn = lambda *a, **k: steps.train_step(*a, **dict(k, lead_axis=lead_axis))
+        super().__init__(config, shape, batches, step_fn=self.step_fn)
 
     def copies(self):
         lowered = self.step.lower(self.state, self.batches[0], self.key, self.hparams)
@@ -60,26 +61,17 @@ class GroupRunner(Runner):
     def __init__(self, config, shape, batches, lead_axis, points=GROUP_POINTS):
         super().__init__(config, shape, batches, lead_axis)
         devices = jax.local_devices()[:1]
-        step_fn = lambda *a, **k: steps.train_step(*a, **dict(k, lead_axis=lead_axis))
-        fns = model_fns.build(config.model, shape, 10)
-        tx = optim.make_optimizer(config.optim, total_steps=1_000_000)  # one: the states stack
-        states = [steps.create_train_state(jax.random.key(p), fns, tx, shape)
-                  for p in range(points)]
+        states = [steps.create_train_state(jax.random.key(p), self.fns, self.tx, shape)
+                  for p in range(points)]  # one tx for all: the states stack
         self.state = steps.replicate(jax.tree.map(lambda *a: np.stack(a), *states), devices)
-        self.step, _ = steps.pmapped_steps(fns, config, devices, step_fn=step_fn, vmapped=True)
+        self.step, _ = steps.pmapped_steps(self.fns, config, devices, step_fn=self.step_fn,
+                                           vmapped=True)
         self.key = jax.random.split(jax.random.key(1), points)
         self.hparams = jax.tree.map(
             lambda v: np.asarray(v) * np.linspace(0.5, 2.0, points, dtype=np.float32)
             if v.dtype.kind == 'f' else np.stack([v] * points), steps.hyperparams(config))
         self.batches = [jax.tree.map(lambda a: jax.numpy.stack([a] * points, axis=1), b)
                         for b in self.batches]
-
-    def run(self, n):
-        for i in range(n):
-            self.state, metrics = self.step(self.state, self.batches[i % T.NUM_BATCHES],
-                                            self.key, self.hparams)
-        jax.block_until_ready((self.state, metrics))
-        return float(np.mean(metrics['loss']))
 
 
 def main():

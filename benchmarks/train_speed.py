@@ -85,8 +85,8 @@ class JaxRunner:
 
     def __init__(self, config, shape, batches, step_fn=train_step):
         devices = jax.local_devices()[:1]
-        fns = build_model_fns(config.model, shape, num_classes=10)
-        tx = make_optimizer(config.optim, total_steps=1_000_000)
+        self.fns = fns = build_model_fns(config.model, shape, num_classes=10)
+        self.tx = tx = make_optimizer(config.optim, total_steps=1_000_000)
         state = create_train_state(jax.random.key(0), fns, tx, shape)
         self.state = replicate(state, devices)
         self.step, _ = pmapped_steps(fns, config, devices, step_fn=step_fn)
@@ -102,7 +102,7 @@ class JaxRunner:
             self.state, metrics = self.step(self.state, self.batches[i % NUM_BATCHES], self.key,
                                             self.hparams)
         jax.block_until_ready((self.state, metrics))
-        return float(metrics['loss'][0])
+        return float(np.mean(metrics['loss']))  # [devices] (or [devices, points])
 
 
 class TorchRunner:

@@ -61,17 +61,18 @@ def test_under_vmap_it_is_each_points_own_update():
         stacked = jax.tree.map(lambda *a: jnp.stack(a), *points)
         lrs = jnp.array([1e-3, 3e-3, 1e-2])
         with_lr = lambda s, lr: s.replace(opt_state=optim.set_learning_rate(s.opt_state, lr))
+        group = jax.jit(jax.vmap(lambda s, g, lr: optim.apply_gradients(with_lr(s, lr), g)))
+        alone = jax.jit(lambda s, g, lr: with_lr(s, lr).apply_gradients(grads=g))
         shared = jax.tree.map(jnp.cos, points[0].params)
         for i in range(3):
             grads = jax.tree.map(lambda p: 100.0 * p if i == 1 else jnp.sin(p), stacked.params)
-            group = jax.jit(jax.vmap(lambda s, g, lr: optim.apply_gradients(with_lr(s, lr), g)))
             stacked = group(stacked, grads, lrs)
-            points = [jax.jit(lambda s, g, lr: with_lr(s, lr).apply_gradients(grads=g))(
-                s, jax.tree.map(lambda g: g[p], grads), lrs[p]) for p, s in enumerate(points)]
+            points = [alone(s, jax.tree.map(lambda g: g[p], grads), lrs[p])
+                      for p, s in enumerate(points)]
         stacked = jax.jit(jax.vmap(optim.apply_gradients, in_axes=(0, None)))(stacked, shared)
         points = [s.apply_gradients(grads=shared) for s in points]
-        for p, alone in enumerate(points):
-            for a, b in zip(jax.tree.leaves(stacked), jax.tree.leaves(alone)):
+        for p, point in enumerate(points):
+            for a, b in zip(jax.tree.leaves(stacked), jax.tree.leaves(point)):
                 assert a.shape == (3, *b.shape) and a.dtype == b.dtype
                 np.testing.assert_allclose(a[p], b, rtol=2e-6, atol=1e-7)
 
