@@ -216,6 +216,21 @@ def test_sigterm_and_kill_9_during_saves_resume_bit_identically(reference, launc
     assert [h['start_step'] for h in history][-1] == 27
 
 
+def test_sigterm_inside_a_call_of_several_steps_resumes_bit_identically(launch, tmp_path):
+    """4 steps per call, a log every 5 steps: calls train 1-4, 5, 6-9, 10, ... 26-29, 30. A
+    SIGTERM while step 27's batch is drawn stops the run after its call (step 29, not a step
+    that saves); the relaunch makes the calls an uninterrupted run makes from there."""
+    ref = train.train_and_evaluate(toy_config(steps_per_execution=4), tmp_path / 'ref')
+    run, k4 = tmp_path / 'run', '--config.steps_per_execution=4'
+    termed = launch(*TOY, k4, f'--workdir={run}', fault='term_at_step=27')
+    assert termed.returncode == 128 + signal.SIGTERM, termed.stderr[-3000:]
+    assert 'stopped by SIGTERM at step 29' in termed.stderr and 'Traceback' not in termed.stderr
+    done = launch(*TOY, k4, f'--workdir={run}')
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_state(load_run(run).state, ref)
+    assert_logs_read_as_one_run(run, tmp_path / 'ref', preempted_at=[29])
+
+
 def test_vmapped_group_killed_between_its_points_saves_resumes(launch, tmp_path):
     """kill -9 after the first point's step-20 save: the points' checkpoints are at different
     steps; the relaunch resumes all from their newest common step and ends as an uninterrupted

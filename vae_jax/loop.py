@@ -17,7 +17,8 @@ from vae_jax.data import pipeline
 from vae_jax.model_fns import ModelFns
 from vae_jax.points import Points
 from vae_jax.preemption import Preempted, StopRequest
-from vae_jax.steps import TrainState, pmapped_steps, replicate, unreplicate
+from vae_jax.steps import (TrainState, pmapped_multi_step, pmapped_steps, replicate,
+                           unreplicate)
 from vae_jax.timings import Timings
 
 
@@ -42,6 +43,23 @@ def evaluate(p_eval, rparams, points: Points, eval_sources, key, devices) -> lis
             for t in points.split(totals)]
 
 
+def steps_in_call(done: int, k: int, periods, total: int) -> int:
+    """How many steps the call after step `done` trains: `k` when `done` is a whole number of
+    k-step calls past the last boundary and k more steps do not pass the next one, else 1.
+
+    The boundaries are step 0, every multiple of each of `periods` (log, eval and checkpoint
+    intervals) and `total`, so a call never crosses a step that logs, evaluates or saves. The
+    answer depends on `done` alone, not on where the run started: a run resumed at any step it
+    stopped at (a checkpoint, or the end of a call on SIGTERM) makes the same calls, and so the
+    same arithmetic, as one that never stopped.
+    """
+    if k == 1:
+        return 1
+    last = max(done // p * p for p in periods)
+    following = min([total] + [(done // p + 1) * p for p in periods])
+    return k if (done - last) % k == 0 and done + k <= following else 1
+
+
 class Loop:
     """The training loop's state between steps: what it logs, evaluates and saves, per point."""
 
@@ -59,6 +77,10 @@ class Loop:
         self.last_ckpt: list[int | None] = [None] * len(points)
         self.p_train, self.p_eval = pmapped_steps(fns, self.config, devices,
                                                   vmapped=points.vmapped)
+        self.k = self.config.steps_per_execution
+        self.p_train_k = (pmapped_multi_step(fns, self.config, devices, vmapped=points.vmapped)
+                          if self.k > 1 else None)
+        self.periods = (self.config.log_every, eval_every, self.config.checkpoint_every)
         self.grids = jax.jit(functools.partial(pictures.grid_arrays, fns),
                              static_argnums=(4,))
         self.train_key = points.join(keys['train'])
@@ -88,20 +110,29 @@ class Loop:
             stack.callback(streams[-1].close)  # closed even if a later one fails
         with StopRequest() as stop:  # only while training: later a signal acts as usual
             self.history, self.t0, self.s0 = [], time.perf_counter(), start
-            for step in range(start + 1, self.total + 1):
-                with self.timings.phase('first_step' if step == start + 1 else 'train_steps'):
-                    rstate = self.step(rstate, step, streams)
-                    if step == start + 1:
+            step = start
+            while step < self.total:
+                first = step == start
+                with self.timings.phase('first_step' if first else 'train_steps'):
+                    rstate, step = self.call(rstate, step, streams)
+                    if first:
                         jax.block_until_ready(rstate)
                 if self.stop_here(step, stop, rstate):
                     break
         return unreplicate(rstate)
 
-    def step(self, rstate: TrainState, step: int, streams) -> TrainState:
-        batch = self.points.join_batches([next(s) for s in streams])
-        rstate, metrics = self.p_train(rstate, batch, self.train_key, self.hparams)
-        self.history.append((step, metrics))
-        return rstate
+    def call(self, rstate: TrainState, done: int, streams) -> tuple[TrainState, int]:
+        """Trains the steps after `done` that one call takes (`steps_in_call`); returns the new
+        state and the last step trained."""
+        k = steps_in_call(done, self.k, self.periods, self.total)
+        batches = [self.points.join_batches([next(s) for s in streams]) for _ in range(k)]
+        if k == 1:
+            rstate, metrics = self.p_train(rstate, batches[0], self.train_key, self.hparams)
+        else:  # [devices, ...] batches -> [devices, k, ...]
+            batches = {name: np.stack([b[name] for b in batches], axis=1) for name in batches[0]}
+            rstate, metrics = self.p_train_k(rstate, batches, self.train_key, self.hparams)
+        self.history.append((done + k, k, metrics))
+        return rstate, done + k
 
     def stop_here(self, step: int, stop: StopRequest, rstate: TrainState) -> bool:
         """Logs, evaluates and saves as `step` asks; True when every point has stopped.
@@ -114,7 +145,7 @@ class Loop:
         stopping = stop.requested(at_log_step=do_log)
         if do_log or stopping:
             with self.timings.phase('train_steps'):  # what the steps dispatched still runs
-                jax.block_until_ready(self.history[-1][1])
+                jax.block_until_ready(self.history[-1][2])
             with self.timings.phase('log'):
                 self.log(step)
             if not self.live():
@@ -134,8 +165,11 @@ class Loop:
     def log(self, step: int) -> None:
         """Writes each live point's mean metrics over the window; stops points whose loss is
         not finite."""
-        history = [(s, jax.tree.map(lambda v: np.asarray(v[0]), m))
-                   for s, m in jax.device_get(self.history)]
+        history = []  # (step, {name: [] or [P]}), the first device's copy
+        for last, k, m in jax.device_get(self.history):
+            m = jax.tree.map(lambda v: np.asarray(v[0]), m)  # [k, ...] when k > 1
+            history += ([(last, m)] if k == 1 else
+                        [(last - k + 1 + i, jax.tree.map(lambda v: v[i], m)) for i in range(k)])
         losses = []
         for p in self.live():
             rows = [(s, {k: float(v[p] if self.points.vmapped else v) for k, v in m.items()})

@@ -190,6 +190,32 @@ def pmapped_steps(fns: ModelFns, config, devices: Sequence[jax.Device], step_fn=
     trains all of them. The state (argument 0) is donated: XLA reuses its buffers (updating it
     in place, `optim.apply_gradients`).
     """
+    devices, train, evaluate = _bodies(fns, config, devices, step_fn, vmapped)
+    return _pmap_train(train, devices), jax.pmap(evaluate, axis_name=AXIS, in_axes=(0, 0, None),
+                                                 devices=devices)
+
+
+def pmapped_multi_step(fns: ModelFns, config, devices: Sequence[jax.Device], step_fn=train_step,
+                       vmapped: bool = False):
+    """p_train_k(state, batches, train_key, hparams): the train step of `pmapped_steps` run
+    over each of K batches in turn, in one call (`lax.scan`; K is the batches' second axis).
+
+    batches: [devices, K, b, ...] ([devices, K, P, b, ...] when vmapped). Returns (the state
+    after the K steps, metrics [devices, K] ([devices, K, P])). The same arithmetic as K calls
+    of p_train up to float rounding (XLA fuses the scanned step differently); it saves each
+    call's fixed cost (launching the executable, waking XLA:CPU's threads: ~0.5 ms on a 2-core
+    CPU), which is most of a small step (`python benchmarks/steps_per_execution.py`).
+    """
+    devices, train, _ = _bodies(fns, config, devices, step_fn, vmapped)
+
+    def train_k(state, batches, train_key, hparams):
+        return jax.lax.scan(lambda s, batch: train(s, batch, train_key, hparams), state, batches)
+
+    return _pmap_train(train_k, devices)
+
+
+def _bodies(fns, config, devices, step_fn, vmapped):
+    """(devices, train body, eval body) for pmap: the config's fields bound, vmapped if asked."""
     devices = pmap_devices(devices)  # with several processes: all of theirs, for global pmeans
     # Over one device every collective is the identity, yet XLA:CPU still runs it as an
     # all-reduce: the bodies then get axis_name=None and skip them, bit for bit.
@@ -200,10 +226,12 @@ def pmapped_steps(fns: ModelFns, config, devices: Sequence[jax.Device], step_fn=
                                  axis_name=axis)
     if vmapped:
         train, evaluate = jax.vmap(train), jax.vmap(evaluate)
-    p_train = jax.pmap(train, axis_name=AXIS, in_axes=(0, 0, None, None), donate_argnums=(0,),
-                       devices=devices)
-    p_eval = jax.pmap(evaluate, axis_name=AXIS, in_axes=(0, 0, None), devices=devices)
-    return p_train, p_eval
+    return devices, train, evaluate
+
+
+def _pmap_train(train, devices):
+    return jax.pmap(train, axis_name=AXIS, in_axes=(0, 0, None, None), donate_argnums=(0,),
+                    devices=devices)
 
 
 def replicate(tree: Any, devices: Sequence[jax.Device]) -> Any:

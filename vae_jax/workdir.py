@@ -36,11 +36,12 @@ HISTORY_FILE = 'history.jsonl'
 LOCK_FILE = '.lock'
 
 # Config fields whose change does not alter what is trained: where and how often a run reports,
-# evaluates and checkpoints, and the XLA flags it runs with (rounding only, as another machine).
+# evaluates and checkpoints, and the XLA flags and steps per call it runs with (rounding only,
+# as another machine).
 # A dotted prefix ending in '.' covers a whole group.
 ALLOWED = ('log_every', 'eval_every', 'checkpoint_every', 'keep_checkpoints', 'eval_batch_size',
            'eval_examples', 'num_image_examples', 'data.data_dir', 'data.eval_split', 'eval.',
-           'disentanglement.', 'xla_cpu_flags')
+           'disentanglement.', 'xla_cpu_flags', 'steps_per_execution')
 # The run's length: may change when the learning-rate schedule does not depend on it.
 LENGTH = ('num_steps', 'num_epochs')
 # Fields added to the config with a default that differs from what runs saved before them
