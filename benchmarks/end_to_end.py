@@ -4,9 +4,11 @@
     pip install -e '.[bench]'                                                # torch, for `beta_quick`
     python benchmarks/end_to_end.py                          # both jobs, 3 rounds (~12 min)
     python benchmarks/end_to_end.py --jobs=main --rounds=5 --pythae_python=PATH
+    python benchmarks/end_to_end.py --jobs=main --steps_per_execution=1,10   # both, and Pythae
 
-Two jobs, each run as a fresh process per round, the two sides alternating (who goes first
-swaps every round) after waiting for the machine to go quiet:
+Two jobs, each run as a fresh process per round, the sides alternating (each goes first in
+turn) after waiting for the machine to go quiet; `--steps_per_execution=1,10` makes one vae_jax
+side per value, so that their ratios to the peer come from the same rounds:
 
 - `main`: the README's main job, `python launch.py --config=experiments/vae.py:epochs=10`
   (flax-parity VAE, MLP 784-500-20, binarized MNIST 50k, batch 128, Adam 1e-3, 10 epochs,
@@ -69,11 +71,11 @@ def last_record(workdir: Path, split: str) -> dict:
     return [r for r in rows if r.get('split') == split][-1]
 
 
-def vae_jax_job(job: str, workdir: Path, env: dict) -> dict:
+def vae_jax_job(job: str, workdir: Path, env: dict, overrides=()) -> dict:
     config = {'main': 'experiments/vae.py:epochs=10',
               'beta_quick': 'experiments/beta_vae.py:quick'}[job]
     seconds, peak, _ = run_process([sys.executable, 'launch.py', f'--config={config}',
-                                    f'--workdir={workdir}'], env)
+                                    f'--workdir={workdir}', *overrides], env)
     times = json.loads((workdir / 'timings.jsonl').read_text().splitlines()[-1])['seconds']
     result = last_record(workdir, 'eval')['neg_elbo']
     out = {'wall_s': seconds, 'peak_mib': peak, 'neg_elbo': result, 'phases': times}
@@ -102,6 +104,9 @@ def main():
     parser.add_argument('--rounds', type=int, default=3)
     parser.add_argument('--cold', action='store_true',
                         help='an empty VAE_JAX_CACHE for every vae_jax run')
+    parser.add_argument('--steps_per_execution', default='',
+                        help='comma-separated values of config.steps_per_execution, one vae_jax '
+                             'side each (e.g. 1,10); empty: the config\'s own')
     parser.add_argument('--pythae_python', default=str(ROOT.parent / 'pythae-venv' / 'bin' / 'python'),
                         help='a Python with pythae and torch (never a vae_jax dependency)')
     args = parser.parse_args()
@@ -110,19 +115,22 @@ def main():
                  f'docstring) or pass --pythae_python')
     env = dict(os.environ)
     env.setdefault('TFDS_DATA_DIR', str(DATA))
+    ks = [int(k) for k in args.steps_per_execution.split(',') if k]
+    ours = {f'vae_jax k={k}': [f'--config.steps_per_execution={k}'] for k in ks} or {'vae_jax': []}
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for job in args.jobs.split(','):
             peer = 'Pythae 0.1.2' if job == 'main' else 'PyTorch loop'
-            rows = {'vae_jax': [], peer: []}
-            for r in range(args.rounds):
-                order = ['vae_jax', peer] if r % 2 == 0 else [peer, 'vae_jax']
-                for side in order:
+            sides = [*ours, peer]
+            rows = {side: [] for side in sides}
+            for r in range(args.rounds):  # each side goes first in turn
+                for i, side in enumerate(sides[r % len(sides):] + sides[:r % len(sides)]):
                     wait_for_idle(20)
-                    if side == 'vae_jax':
-                        run_env = (dict(env, VAE_JAX_CACHE=str(Path(tmp) / f'cache_{job}_{r}'))
+                    if side in ours:
+                        run_env = (dict(env, VAE_JAX_CACHE=str(Path(tmp) / f'cache_{job}_{r}_{i}'))
                                    if args.cold else env)
-                        rows[side].append(vae_jax_job(job, Path(tmp) / f'{job}_{r}', run_env))
+                        rows[side].append(vae_jax_job(job, Path(tmp) / f'{job}_{r}_{i}', run_env,
+                                                      ours[side]))
                     else:
                         rows[side].append(peer_job(job, args, env))
                     print(f'{job} round {r} {side}: {json.dumps(rows[side][-1])}', flush=True)
@@ -130,8 +138,7 @@ def main():
     print()
     for job, rows in results.items():
         key = 'wall_s' if job == 'main' else 'train_s'
-        (ours, peer), (o, p) = rows.values(), rows.keys()
-        ratios = [b[key] / a[key] for a, b in zip(ours, peer)]
+        peer = list(rows)[-1]
         print(f'### {job}: {"whole process" if job == "main" else "the 600 steps"} '
               f'({args.rounds} alternating rounds, {"cold" if args.cold else "warm"} caches)\n')
         print('| side | wall s (median, min-max) | peak MiB | test −ELBO |'
@@ -146,11 +153,14 @@ def main():
                 t = [x['train_s'] for x in rs]
                 line += f' {statistics.median(t):.1f} ({min(t):.1f}-{max(t):.1f}) |'
             print(line)
-        print(f'\n{p} / {o} ({key}): median {statistics.median(ratios):.2f}× '
-              f'(rounds: {", ".join(f"{x:.2f}" for x in ratios)})\n')
-        print('vae_jax phases (median s): ' + ', '.join(
-            f'{k} {statistics.median(x["phases"].get(k, 0.0) for x in ours):.1f}'
-            for k in ours[0]['phases']) + '\n')
+        for side in ours:
+            ratios = [b[key] / a[key] for a, b in zip(rows[side], rows[peer])]
+            print(f'\n{peer} / {side} ({key}): median {statistics.median(ratios):.2f}× '
+                  f'(rounds: {", ".join(f"{x:.2f}" for x in ratios)})')
+            print(f'{side} phases (median s): ' + ', '.join(
+                f'{k} {statistics.median(x["phases"].get(k, 0.0) for x in rows[side]):.1f}'
+                for k in rows[side][0]['phases']))
+        print()
 
 
 if __name__ == '__main__':

@@ -13,7 +13,7 @@ and `=k`, alternating which goes first, after waiting for the machine to go quie
   a large part of it.
 
 Printed per job: the whole process's wall time, the train steps' time (the run's
-timings.jsonl: `train_steps`, the first call's compilation apart) and the final test −ELBO
+timings.jsonl `train_steps`: every call after the first, which compiles) and the final test −ELBO
 (which moves by float rounding only), medians over rounds with their range, and the ratio of
 the two sides per round. The caches vae_jax keeps per machine are used as they are, so both
 sides read decoded data and compiled code once the first round has filled them.

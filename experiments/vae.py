@@ -9,10 +9,11 @@ Arguments (checked against `ARGS`): `epochs=E` (default 30); for the sweep `seed
 3).
 
 Runtime and result, measured on a quiet 2-core CPU (README, "Measured"): 10 epochs (3,900
-steps) take 23.2 s in all on a 2-core AMD EPYC VM (25.5 s on an Intel Xeon VM; median of 3,
-benchmarks/end_to_end.py, 2026-12-02) and end at test -ELBO 103.15
-nats (flax's example reports ≈ 104); 30 epochs ended at 100.85 (before the in-place optimizer
-update, which rounds differently).
+steps) take 22.0 s in all on a 2-core AMD EPYC VM with this config's 10 steps per call (23.2 s
+with one; median of 3, benchmarks/end_to_end.py --steps_per_execution=1,10, 2026-12-02) and end
+at test -ELBO 103.20 nats (103.15 with one step per call, which rounds differently; flax's
+example reports ≈ 104); 30 epochs ended at 100.85 (one step per call, before the in-place
+optimizer update).
 
 Sweep (get_sweep): latent dimensions {2, 5, 10, 20, 50} × seeds {0, 1, 2} (`seeds=N`), the
 latent-size comparison of Kingma & Welling (2014, figure 2); 15 points, about 15 minutes with
@@ -29,7 +30,11 @@ ARGS = dict(epochs=30.0, seeds=3)
 
 
 def get_config(arg=None):
-    return build(epochs=parse_arg(arg, __file__, **ARGS).epochs)
+    c = build(epochs=parse_arg(arg, __file__, **ARGS).epochs)
+    # 10 steps per call of the compiled step: the 10-epoch job's steps take 17.8 s instead of
+    # 19.4 (benchmarks/steps_per_execution.py); a call never crosses a log, eval or checkpoint.
+    c.steps_per_execution = 10
+    return c
 
 
 def build(epochs: float):

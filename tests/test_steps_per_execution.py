@@ -4,6 +4,8 @@ plans calls that end at every step that logs, evaluates or saves, and that a res
 again from wherever it stopped. (The SIGTERM-and-resume run through launch.py is in
 test_reliability.py.)"""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -110,3 +112,19 @@ def test_a_run_logs_every_step_of_its_calls(tmp_path):
         np.testing.assert_allclose([a[n] for n in b if n not in ('step', 'split')],
                                    [b[n] for n in b if n not in ('step', 'split')], rtol=1e-4)
     assert int(many.step) == 20
+
+
+def test_a_run_saved_before_the_field_existed_records_its_change(tmp_path):
+    """config.json without `steps_per_execution` (written before it existed) reads as 1, so a
+    relaunch with 4 records the change, and is allowed (it changes rounding only)."""
+    c = toy2d.get_config('steps=10')
+    c.log_every = c.checkpoint_every = c.eval_every = 5
+    c.eval_examples = 1000
+    train.train_and_evaluate(c, tmp_path)
+    saved = json.loads((tmp_path / 'config.json').read_text())
+    del saved['steps_per_execution']
+    (tmp_path / 'config.json').write_text(json.dumps(saved))
+    c.num_steps, c.steps_per_execution = 20, 4
+    assert int(train.train_and_evaluate(c, tmp_path).step) == 20
+    history = [json.loads(l) for l in (tmp_path / 'history.jsonl').read_text().splitlines()]
+    assert history[-1]['changes'] == {'num_steps': [10, 20], 'steps_per_execution': [1, 4]}

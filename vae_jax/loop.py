@@ -112,7 +112,7 @@ class Loop:
             self.history, self.t0, self.s0 = [], time.perf_counter(), start
             step = start
             while step < self.total:
-                first = step == start
+                first = step == start  # 'first_step': the first call, 1 or k steps
                 with self.timings.phase('first_step' if first else 'train_steps'):
                     rstate, step = self.call(rstate, step, streams)
                     if first:
