@@ -43,11 +43,12 @@ def parameter_copies(hlo_text: str, min_size: int = 1000) -> int:
 
 
 class Runner(T.JaxRunner):
-    """train_speed's runner of the experiment's step, with `lead_axis` fixed."""
+    """train_speed's runner of the experiment's step, with `lead_axis` fixed, one step per call
+    (the update is what is compared)."""
 
     def __init__(self, config, shape, batches, lead_axis):
         self.step_fn = lambda *a, **k: steps.train_step(*a, **dict(k, lead_axis=lead_axis))
-        super().__init__(config, shape, batches, step_fn=self.step_fn)
+        super().__init__(config, shape, batches, step_fn=self.step_fn, k=1)
 
     def copies(self):
         lowered = self.step.lower(self.state, self.batches[0], self.key, self.hparams)

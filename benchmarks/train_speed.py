@@ -43,8 +43,8 @@ from timing import block_size, load_warning, timed, wait_for_idle
 from vae_jax import xla_setup
 from vae_jax.model_fns import build as build_model_fns
 from vae_jax.optim import make_optimizer
-from vae_jax.steps import (create_train_state, hyperparams, pmapped_steps, replicate,
-                           train_step)
+from vae_jax.steps import (create_train_state, hyperparams, pmapped_multi_step, pmapped_steps,
+                           replicate, train_step)
 
 try:
     import torch
@@ -81,24 +81,36 @@ def host_batches(batch, shape, seed=0):
 
 
 class JaxRunner:
-    """The experiment's real train step, pmapped over one local device."""
+    """The experiment's real train step, pmapped over one local device, in calls of the
+    config's `steps_per_execution` steps (k), as the training loop makes them."""
 
-    def __init__(self, config, shape, batches, step_fn=train_step):
+    def __init__(self, config, shape, batches, step_fn=train_step, k=None):
+        """k: steps per call; None = the config's `steps_per_execution`."""
         devices = jax.local_devices()[:1]
         self.fns = fns = build_model_fns(config.model, shape, num_classes=10)
         self.tx = tx = make_optimizer(config.optim, total_steps=1_000_000)
         state = create_train_state(jax.random.key(0), fns, tx, shape)
         self.state = replicate(state, devices)
         self.step, _ = pmapped_steps(fns, config, devices, step_fn=step_fn)
+        self.k = k or config.steps_per_execution
+        self.multi_step = pmapped_multi_step(fns, config, devices, step_fn=step_fn)
         self.key = jax.random.key(1)
         self.hparams = hyperparams(config)
         # Leading axis 1 = the local device axis the pipeline adds; placed once so the timed
         # loop measures the step, not host-to-device copies.
         self.batches = [jax.device_put({k: v[None] for k, v in b.items()}, devices[0])
                         for b in batches]
+        self.stacked = jax.device_put(  # [1, k, b, ...]: batch i % NUM_BATCHES at position i
+            {name: np.stack([b[name] for b in batches * self.k][:self.k])[None]
+             for name in batches[0]}, devices[0])
 
     def run(self, n):
-        for i in range(n):
+        """n steps: n // k calls of k steps, then n % k calls of one."""
+        for _ in range(n // self.k if self.k > 1 else 0):
+            self.state, metrics = self.multi_step(self.state, self.stacked, self.key,
+                                                  self.hparams)
+            metrics = jax.tree.map(lambda m: m[:, -1], metrics)
+        for i in range(n % self.k if self.k > 1 else n):
             self.state, metrics = self.step(self.state, self.batches[i % NUM_BATCHES], self.key,
                                             self.hparams)
         jax.block_until_ready((self.state, metrics))
@@ -141,18 +153,25 @@ class TorchRunner:
         return loss.item()
 
 
-def benchmark(name, rounds, block_s, device='cpu', idle_wait_s=15.0, deadline=None):
+ONE_STEP = 'jax, 1 step per call'
+
+
+def benchmark(name, rounds, block_s, device='cpu', idle_wait_s=15.0, deadline=None,
+              one_step_side=False):
     """({framework: [steps/s per round]}, {framework: [other processes' cores]}, batch,
     {framework: seconds of the first step, compilation included}).
 
     PyTorch runs on `device` (JAX on its default backend's first device), and only where it is
     installed. With a `deadline` (a time.perf_counter() value), rounds stop once the next one
-    would end past it; the first round always runs.
+    would end past it; the first round always runs. With `one_step_side`, a config of more
+    than one step per call is also timed at one step per call (framework `ONE_STEP`).
     """
     filename, shape, _ = MODELS[name]
     config = load_config(filename)
     batches = host_batches(config.batch_size, shape)
     runners = {'jax': JaxRunner(config, shape, batches)}
+    if one_step_side and runners['jax'].k > 1:
+        runners[ONE_STEP] = JaxRunner(config, shape, batches, k=1)
     if MODELS[name][2] is not None and torch is not None:
         runners['torch'] = TorchRunner(config, name, batches, device)
     steps, first = {}, {}
@@ -160,7 +179,7 @@ def benchmark(name, rounds, block_s, device='cpu', idle_wait_s=15.0, deadline=No
         t0 = time.perf_counter()
         runner.run(1)
         first[fw] = time.perf_counter() - t0
-        runner.run(5)  # settle allocators and caches
+        runner.run(5 + 2 * getattr(runner, 'k', 1))  # settle allocators, caches; compile all
         wait_for_idle(idle_wait_s)
         steps[fw] = block_size(runner.run, block_s)  # same wall time per block for both
         loss = runner.run(1)
@@ -191,7 +210,7 @@ def measure_here(names, rounds, block_s):
     """[(name, batch, rates, load)] for `names`, in this process (whose XLA flags are set)."""
     rows = []
     for name in names:
-        rates, load, batch, _ = benchmark(name, rounds, block_s)
+        rates, load, batch, _ = benchmark(name, rounds, block_s, one_step_side=True)
         rows.append((name, batch, rates, load))
     return rows
 
@@ -252,7 +271,9 @@ def main():
             other = f'{statistics.median(load[fw]):.2f}' if load[fw] else 'n/a'
             # OpenMP (torch) slows far more than XLA on a shared core: a busy block skews the ratio.
             noisy = ' (noisy)' if load_warning(sum(load.values(), [])) else ''
-            if fw != 'jax':
+            if fw == ONE_STEP and 'torch' in med:
+                last = f'{med[fw] / med["torch"]:.2f}× | | '
+            elif fw != 'jax':
                 last = ' | | '
             elif ratio is None:
                 last = f'— | — | no PyTorch reference{noisy}'
@@ -265,7 +286,8 @@ def main():
         print(warning)
     flagged = [f'{name}: {flags_}' for flags_, group in groups.items() if flags_ for name in group]
     print('Notes: JAX times the experiment\'s pmapped train step (1 device, donated state, '
-          'batches already on device), including its per-example key derivation and metrics, '
+          'batches already on device; in calls of the config\'s steps_per_execution steps, '
+          f'as the training loop makes them, and also one step per call: "{ONE_STEP}"), including its per-example key derivation and metrics, '
           'with vae_jax\'s XLA:CPU flags and the config\'s own'
           + (f' ({"; ".join(flagged)})' if flagged else '') + '. '
           'Both conv decoders are the paper\'s 4×4 stride-2 transposed convolutions: '
