@@ -17,7 +17,8 @@ $OUT/accelerator_check.json when $OUT is set, rewritten after each measurement s
 still leaves what it had):
  (a) steps/s and images/s (median of timed blocks in alternating rounds; the first step, with
      compilation, apart) of benchmarks/train_speed.py's models: the experiment's real pmapped
-     JAX step against a PyTorch implementation of the same network, loss and optimizer, on the
+     JAX step (in calls of the config's steps_per_execution steps, as the training loop makes
+     them: 10 for the mlp) against a PyTorch implementation of the same network, loss and optimizer, on the
      same device (cuda when there is one, else cpu). Default: mlp (experiments/vae.py), conv
      (beta_vae.py), hvae (hvae.py) and vdvae (vdvae.py, JAX only: no PyTorch reference).
  (b) the wall time and test -ELBO of `python -m vae_jax.ledger run --rows=flax_vae` (flax's

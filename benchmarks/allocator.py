@@ -35,7 +35,7 @@ filename, shape, _ = T.MODELS[name]
 config = T.load_config(filename)
 batches = T.host_batches(config.batch_size, shape)
 if framework == 'jax':
-    runner = T.JaxRunner(config, shape, batches)
+    runner = T.JaxRunner(config, shape, batches, k=1)  # one step per call: faults per step
 else:
     runner = T.TorchRunner(config, name, batches)
 runner.run(5)

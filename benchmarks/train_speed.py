@@ -15,7 +15,9 @@ Needs PyTorch (an optional benchmark extra, never a runtime dependency of vae_ja
 JAX side: `experiments/vae.py` (MLP 784-500-20, batch 128, Adam 1e-3) and
 `experiments/beta_vae.py` (Burgess et al. conv net on 64×64×1, β=4, batch 64, Adam 1e-4),
 built by `model_fns.build` and trained by `steps.pmapped_steps` on one device with batches shaped
-as the data pipeline yields them. PyTorch side: the same architectures, loss (Bernoulli, summed
+as the data pipeline yields them, in calls of the config's `steps_per_execution` steps
+(`steps.pmapped_multi_step`) as the training loop makes them (vae.py: 10; a block of n steps is
+n // k such calls and n % k single steps); configs of k > 1 are also timed at one step per call. PyTorch side: the same architectures, loss (Bernoulli, summed
 over pixels, analytic KL, mean over the batch) and optimizer, written the way a PyTorch user
 would (ConvTranspose2d decoder). Both are timed in alternating rounds so machine noise hits both
 alike, each block after waiting (up to 15 s) for other processes to go quiet; the table gives

@@ -5,6 +5,7 @@ again from wherever it stopped. (The SIGTERM-and-resume run through launch.py is
 test_reliability.py.)"""
 
 import json
+import re
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +17,7 @@ from vae_jax import loop, model_fns, optim, steps, train
 from vae_jax.data import pipeline
 from vae_jax.data.tfds_source import TfdsSource
 from vae_jax.metric_writer import read_metrics
+from vae_jax.sweep import expand, run_sweep, sweep
 
 from experiments import toy2d
 
@@ -36,7 +38,9 @@ def calls(start, k, periods, total):
     (8, (8, 16, 32), 100),
     (6, (100, 100, 100), 5),      # shorter than one call
 ])
-def test_calls_end_at_every_boundary_and_a_resumed_run_makes_the_same_calls(k, periods, total):
+def test_calls_end_at_every_boundary(k, periods, total):
+    # (A resumed run makes the same calls: the plan is a function of the step count; the run
+    # through launch.py that checks it is in test_reliability.py.)
     run = calls(0, k, periods, total)
     boundaries = {s for s in range(1, total + 1) if s == total or any(s % p == 0 for p in periods)}
     assert all(n in (1, k) for _, n in run)
@@ -44,11 +48,11 @@ def test_calls_end_at_every_boundary_and_a_resumed_run_makes_the_same_calls(k, p
     assert boundaries <= {d + n for d, n in run}
     last = lambda s: max(s // p * p for p in periods)  # noqa: E731
     assert all((d - last(d)) % k == 0 for d, n in run if n == k)
-    for i, (done, _) in enumerate(run):  # e.g. stopped by SIGTERM after that call
-        assert calls(done, k, periods, total) == run[i:]
     assert calls(0, 1, periods, total) == [(s, 1) for s in range(total)]
     if total == 3900:  # every gap between the main job's boundaries is a multiple of 10
         assert {n for _, n in run} == {10}
+    if total == 100:  # twelve calls of 8 to step 96, then single steps to the end
+        assert [n for _, n in run] == [8] * 12 + [1] * 4
 
 
 @pytest.fixture(scope='module')
@@ -96,9 +100,13 @@ def test_k_steps_in_one_call_train_what_k_calls_train(mnist, vmapped):
         assert not np.allclose(*jax.tree.leaves(many.params)[0])
 
 
-def test_a_run_logs_every_step_of_its_calls(tmp_path):
+def test_a_run_logs_every_step_of_its_calls(tmp_path, monkeypatch):
     """toy2d, 4 steps per call and a log every 5: each logged window (mean over its steps) is
     the one-step-per-call run's, so no step is lost or counted twice."""
+    planned = []
+    plan = loop.steps_in_call
+    monkeypatch.setattr(loop, 'steps_in_call', lambda *a: planned.append(plan(*a)) or planned[-1])
+
     def run(k):
         c = toy2d.get_config('steps=20')
         c.log_every, c.checkpoint_every, c.eval_every, c.steps_per_execution = 5, 10, 10, k
@@ -112,11 +120,13 @@ def test_a_run_logs_every_step_of_its_calls(tmp_path):
         np.testing.assert_allclose([a[n] for n in b if n not in ('step', 'split')],
                                    [b[n] for n in b if n not in ('step', 'split')], rtol=1e-4)
     assert int(many.step) == 20
+    assert planned == [1] * 20 + [4, 1] * 4  # the k=1 run, then calls 1-4, 5, 6-9, 10, ...
 
 
 def test_a_run_saved_before_the_field_existed_records_its_change(tmp_path):
-    """config.json without `steps_per_execution` (written before it existed) reads as 1, so a
-    relaunch with 4 records the change, and is allowed (it changes rounding only)."""
+    """config.json without `steps_per_execution` (written before it existed) reads as the
+    base config's 1, so a relaunch with 4 records the change, and is allowed (it changes
+    rounding only)."""
     c = toy2d.get_config('steps=10')
     c.log_every = c.checkpoint_every = c.eval_every = 5
     c.eval_examples = 1000
@@ -128,3 +138,26 @@ def test_a_run_saved_before_the_field_existed_records_its_change(tmp_path):
     assert int(train.train_and_evaluate(c, tmp_path).step) == 20
     history = [json.loads(l) for l in (tmp_path / 'history.jsonl').read_text().splitlines()]
     assert history[-1]['changes'] == {'num_steps': [10, 20], 'steps_per_execution': [1, 4]}
+
+
+def test_a_diverging_point_of_a_vmapped_group_is_stopped_at_its_own_step(tiny_toy2d_config,
+                                                                        tmp_path):
+    """A vmapped group at 2 steps per call (calls 1-2, 3, 4-5, 6): the point whose loss turns NaN
+    is reported at the step the one-step-per-call group reports, inside a call; the other
+    point logs and finishes as it does there."""
+    def group(k):
+        config = tiny_toy2d_config()
+        config.steps_per_execution = k
+        points = expand(sweep('optim.learning_rate', [1e30, 1e-3]))
+        outcomes = run_sweep(config, points, tmp_path / f'k{k}', vmap=True)
+        rows = read_metrics(tmp_path / f'k{k}' / points[1].name / 'metrics.jsonl')[0]
+        return outcomes, rows
+    (one, rows_one), (two, rows_two) = group(1), group(2)
+    assert [o.status for o in two] == [o.status for o in one] == ['failed', 'done']
+    step = re.search(r'became nan at step (\d+)', one[0].error)
+    assert step and f'became nan at step {step[1]}' in two[0].error
+    assert [(r['step'], r['split']) for r in rows_two] == [(r['step'], r['split'])
+                                                           for r in rows_one]
+    for a, b in zip(rows_two, rows_one):
+        np.testing.assert_allclose([a[n] for n in b if n not in ('step', 'split')],
+                                   [b[n] for n in b if n not in ('step', 'split')], rtol=1e-4)

@@ -81,6 +81,10 @@ class Loop:
         self.p_train_k = (pmapped_multi_step(fns, self.config, devices, vmapped=points.vmapped)
                           if self.k > 1 else None)
         self.periods = (self.config.log_every, eval_every, self.config.checkpoint_every)
+        if self.k > 1 and any(p % self.k for p in self.periods):
+            logging.warning('steps_per_execution=%d does not divide the log, eval and checkpoint '
+                            'intervals %s: the steps before each of their steps that a call of '
+                            '%d cannot reach run one per call', self.k, self.periods, self.k)
         self.grids = jax.jit(functools.partial(pictures.grid_arrays, fns),
                              static_argnums=(4,))
         self.train_key = points.join(keys['train'])

@@ -47,8 +47,7 @@ LENGTH = ('num_steps', 'num_epochs')
 # Fields added to the config with a default that differs from what runs saved before them
 # trained: {field: (the value such a run has when its config.json lacks the field, and
 # {field: value} that the saved config must hold for that to apply)}.
-FORMER_DEFAULTS = {'model.upsample': ('subpixel', {'model.encoder': 'conv'}),
-                   'steps_per_execution': (1, {})}
+FORMER_DEFAULTS = {'model.upsample': ('subpixel', {'model.encoder': 'conv'})}
 
 
 def check(workdir: str | os.PathLike) -> Path:
