@@ -3,6 +3,7 @@
     python benchmarks/train_speed.py                       # mlp, conv: 5 rounds, ~2 s blocks
     python benchmarks/train_speed.py --quick --models mlp  # 3 rounds, ~0.5 s per block
     python benchmarks/train_speed.py --models hvae,vampprior,iaf,vdvae   # the richer models
+    python benchmarks/train_speed.py --models hvae,vampprior --steps_per_execution 10
 
 The richer models (experiments/hvae.py at the paper's batch 20, vampprior.py, iaf.py,
 vdvae.py) tell what a long run of each costs; `hvae` and `vampprior` have PyTorch references of
@@ -159,19 +160,20 @@ ONE_STEP = 'jax, 1 step per call'
 
 
 def benchmark(name, rounds, block_s, device='cpu', idle_wait_s=15.0, deadline=None,
-              one_step_side=False):
+              one_step_side=False, k=None):
     """({framework: [steps/s per round]}, {framework: [other processes' cores]}, batch,
     {framework: seconds of the first step, compilation included}).
 
     PyTorch runs on `device` (JAX on its default backend's first device), and only where it is
     installed. With a `deadline` (a time.perf_counter() value), rounds stop once the next one
     would end past it; the first round always runs. With `one_step_side`, a config of more
-    than one step per call is also timed at one step per call (framework `ONE_STEP`).
+    than one step per call is also timed at one step per call (framework `ONE_STEP`). `k`:
+    steps per call instead of the config's.
     """
     filename, shape, _ = MODELS[name]
     config = load_config(filename)
     batches = host_batches(config.batch_size, shape)
-    runners = {'jax': JaxRunner(config, shape, batches)}
+    runners = {'jax': JaxRunner(config, shape, batches, k=k)}
     if one_step_side and runners['jax'].k > 1:
         runners[ONE_STEP] = JaxRunner(config, shape, batches, k=1)
     if MODELS[name][2] is not None and torch is not None:
@@ -208,22 +210,23 @@ def config_flags(name):
     return load_config(MODELS[name][0]).get('xla_cpu_flags', '')
 
 
-def measure_here(names, rounds, block_s):
+def measure_here(names, rounds, block_s, k=None):
     """[(name, batch, rates, load)] for `names`, in this process (whose XLA flags are set)."""
     rows = []
     for name in names:
-        rates, load, batch, _ = benchmark(name, rounds, block_s, one_step_side=True)
+        rates, load, batch, _ = benchmark(name, rounds, block_s, one_step_side=True, k=k)
         rows.append((name, batch, rates, load))
     return rows
 
 
-def measure_in_child(names, rounds, block_s):
+def measure_in_child(names, rounds, block_s, k=None):
     """measure_here in a fresh process with the models' config flags set as launch.py sets
     them (XLA reads its flags once, when it starts)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / 'rows.json'
         subprocess.run([sys.executable, __file__, '--models', ','.join(names), '--rounds',
-                        str(rounds), '--block_s', str(block_s), '--rows_json', str(out)],
+                        str(rounds), '--block_s', str(block_s), '--rows_json', str(out),
+                        *(['--steps_per_execution', str(k)] if k else [])],
                        check=True)
         return [tuple(row) for row in json.loads(out.read_text())]
 
@@ -235,6 +238,8 @@ def main():
     parser.add_argument('--rounds', type=int, default=None)
     parser.add_argument('--block_s', type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument('--rows_json', default=None, help=argparse.SUPPRESS)  # a child's output
+    parser.add_argument('--steps_per_execution', type=int, default=None,
+                        help='steps per call for every model, instead of its config\'s')
     args = parser.parse_args()
     if torch is None:
         sys.exit('benchmarks/train_speed.py needs PyTorch: pip install torch (the CPU wheel)')
@@ -250,7 +255,8 @@ def main():
     if args.rows_json:  # a child: this process's flags are its group's
         (flags_,) = groups
         xla_setup.apply_config_flags(flags_)
-        Path(args.rows_json).write_text(json.dumps(measure_here(names, rounds, block_s)))
+        Path(args.rows_json).write_text(json.dumps(
+            measure_here(names, rounds, block_s, args.steps_per_execution)))
         return
 
     print(f'jax {jax.__version__}, torch {torch.__version__}, torch.get_num_threads() = '
@@ -258,7 +264,7 @@ def main():
           f'config\'s XLA flags')
     rows = []
     for group in groups.values():
-        rows += measure_in_child(group, rounds, block_s)
+        rows += measure_in_child(group, rounds, block_s, args.steps_per_execution)
     rows.sort(key=lambda row: names.index(row[0]))
     loads = [x for *_, load in rows for v in load.values() for x in v]
 
