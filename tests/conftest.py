@@ -19,12 +19,14 @@ from pathlib import Path
 
 # 4 fake CPU devices; and XLA:CPU's code generation made cheap: compiling, not running, is most
 # of what the tests spend. LLVM's optimisations off (`bash .ci/run` in a fresh clone: 6 min 47 s
-# against 10 min 9 s with them), and the loop fusions emitted by XLA's older elemental emitter
-# rather than through MLIR (the whole suite on this 2-core VM: 345 s against 496 s with the
-# MLIR fusion emitters, 2026-12-03). Values are the same up to float rounding; the
-# bit-identity tests compare runs of one setting, so they hold under either.
+# against 10 min 9 s with them); the loop fusions emitted by XLA's older elemental emitter
+# rather than through MLIR (the whole suite on a 2-core AMD EPYC VM: 345 s against 496 s with
+# the MLIR fusion emitters, 2026-12-03); and each program's LLVM module compiled in one piece,
+# not split for parallel compilation (tests/test_objective_registry.py alone: 23.0 and 23.5 s
+# against 26.7 and 25.2 s; two xdist workers already keep both cores busy). Values are the same
+# up to float rounding; the bit-identity tests compare runs of one setting.
 UNOPTIMISED = ('--xla_backend_optimization_level=0 '  # also for the processes tests start
-               '--xla_cpu_use_fusion_emitters=false')
+               '--xla_cpu_use_fusion_emitters=false --xla_cpu_parallel_codegen_split_count=1')
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            f' --xla_force_host_platform_device_count=4 {UNOPTIMISED}').strip()
 

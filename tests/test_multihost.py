@@ -52,7 +52,8 @@ def _launch_two(workdirs, steps: int, fault_1: str | None = None) -> list[tuple[
     """
     env = dict(os.environ,  # unoptimised XLA:CPU code, as conftest sets for the tests
                XLA_FLAGS='--xla_force_host_platform_device_count=2 '
-                         '--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false',
+                         '--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false '
+                         '--xla_cpu_parallel_codegen_split_count=1',
                JAX_PLATFORMS='cpu', JAX_COORDINATOR_ADDRESS=f'localhost:{_free_port()}',
                JAX_NUM_PROCESSES='2', PYTHONPATH=str(REPO))
     flags = [f'--config=experiments/toy2d.py:steps={steps}',
