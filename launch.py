@@ -26,6 +26,10 @@ SIGTERM or SIGINT saves a checkpoint of the current step and exits with 143 or 1
 the same command resumes.
 """
 
+import time
+
+_STARTED = time.monotonic()  # before the imports: the run's start-up phase (vae_jax.timings)
+
 import logging as std_logging
 import os
 import sys
@@ -33,7 +37,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vae_jax import distributed, xla_setup
+from vae_jax import distributed, timings, xla_setup
 from vae_jax.errors import UserError
 from vae_jax.preemption import Preempted
 from vae_jax.train import train_and_evaluate
@@ -98,6 +102,7 @@ def _quiet_libraries(record) -> bool:
 
 
 def main(argv):
+    timings.mark_entry(_STARTED)
     if len(argv) > 1:
         _fail(f'unexpected arguments: {" ".join(argv[1:])} (flags are written --name=value; '
               f'see --helpfull)')

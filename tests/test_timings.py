@@ -42,6 +42,20 @@ def test_process_age_is_the_time_since_the_process_started():
     assert 1.0 <= float(out) < 30.0
 
 
+def test_startup_is_counted_from_the_launch_not_from_the_shell_that_execd_it(repo, tmp_path):
+    """A shell that sleeps 3 s and then execs launch.py hands Python a process 3 s old: the
+    run's start-up phase is launch.py's interpreter and imports, not the shell's sleep."""
+    import shlex
+    workdir = tmp_path / 'run'
+    launch = (f'exec {shlex.quote(sys.executable)} launch.py '
+              f'--config=experiments/toy2d.py:steps=3 --config.data.toy_examples=500 '
+              f'--config.model.hidden=8, --workdir={shlex.quote(str(workdir))}')
+    subprocess.run(['bash', '-c', f'sleep 3; {launch}'], cwd=repo, check=True,
+                   capture_output=True, timeout=300)  # conftest's XLA_FLAGS: unoptimised code
+    [entry] = [json.loads(l) for l in (workdir / 'timings.jsonl').read_text().splitlines()]
+    assert 0.1 < entry['seconds']['startup'] < 3.0
+
+
 def test_a_run_records_its_timings_beside_its_metrics(tiny_toy2d_config, tmp_path):
     workdir = tmp_path / 'run'
     train_and_evaluate(tiny_toy2d_config(), str(workdir))
@@ -52,6 +66,9 @@ def test_a_run_records_its_timings_beside_its_metrics(tiny_toy2d_config, tmp_pat
     for phase in ('startup', 'data', 'init', 'first_step', 'train_steps', 'eval', 'compile',
                   'checkpoints', 'other', 'total'):
         assert seconds[phase] >= 0.0, phase
+    # A run in a process that was not started for it (this test's worker, a notebook's
+    # kernel) has no start-up phase: the process's age is not the run's.
+    assert seconds['startup'] == 0.0
     # metrics.jsonl stays what it was: the same lines for the same run, whatever the timings.
     splits = {json.loads(l)['split'] for l in (workdir / 'metrics.jsonl').read_text().splitlines()}
     assert splits <= {'train', 'eval'}

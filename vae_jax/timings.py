@@ -27,6 +27,7 @@ _compile_seconds = [0.0]
 _lock = threading.Lock()
 _registered = []
 _started: list = []  # a Timings was made in this process
+_entry: list = []  # time.monotonic() at the entry point's first line (`mark_entry`)
 
 
 def _listener(event: str, duration: float, **_) -> None:
@@ -57,14 +58,37 @@ def process_age() -> float | None:
         return None
 
 
+def mark_entry(started: float) -> None:
+    """Tells the timings when the program's entry point began: `started` is the
+    `time.monotonic()` of launch.py's first line, before its imports. Without it a run has no
+    start-up phase (a run from a notebook or a test: the process was not started for it)."""
+    _entry[:] = [started]
+
+
+def startup_seconds() -> float | None:
+    """The entry point's start-up (the interpreter and the imports): seconds since the process
+    started; or since the entry point's first line, when the process is older than that by
+    over a second. A shell that runs commands and then execs Python as its last one (`bash -c
+    "pip install ... && python launch.py"`, a job script's `exec python ...`) hands its own
+    process, with its age, to Python. None when `mark_entry` was not called."""
+    if not _entry:
+        return None
+    since_entry = time.monotonic() - _entry[0]
+    age = process_age()
+    if age is None or age > since_entry + 1.0:
+        return since_entry
+    return age
+
+
 class Timings:
     """Seconds by phase, in the order the phases first ran; compilation counted apart."""
 
     def __init__(self):
         self.seconds: dict[str, float] = defaultdict(float)
         # The interpreter and imports, before this object: only the process's first Timings
-        # has them (a sweep's later points would count the earlier points' training).
-        self.startup = None if _started else process_age()
+        # has them (a sweep's later points would count the earlier points' training), and
+        # only in a process an entry point started (`mark_entry`).
+        self.startup = None if _started else startup_seconds()
         _started.append(True)
         self._compile0 = compile_seconds()
         self._t0 = time.perf_counter()
