@@ -59,16 +59,23 @@ def test_precision_recall_on_known_supports():
         sq.precision_recall(r[:3], f)
 
 
-def test_feature_classifier_is_trained_once_and_cached(tfds_dir, tmp_path, monkeypatch):
+@pytest.fixture(scope='module')
+def classifier_cache(tmp_path_factory):
+    """This file's cache folder: MNIST decoded and the (300-step) feature classifier trained
+    once for both tests that need them, and neither written to the session's cache."""
+    return tmp_path_factory.mktemp('classifier_cache')
+
+
+def test_feature_classifier_is_trained_once_and_cached(tfds_dir, classifier_cache, monkeypatch):
     from vae_jax import base_config
-    monkeypatch.setenv('VAE_JAX_CACHE', str(tmp_path))
+    monkeypatch.setenv('VAE_JAX_CACHE', str(classifier_cache))
     monkeypatch.setitem(classifier.RECIPE, 'steps', 300)
     c = base_config()
     c.data.data_dir = tfds_dir  # binarized_mnist: the classifier of binarized MNIST images
     params, info = classifier.feature_extractor(c.data)
     assert info['dataset'] == 'mnist' and info['binary'] and info['version'] == 1
     assert info['test_accuracy'] > 0.9  # 300 steps of batch 128 on the binary draw of MNIST
-    files = sorted(p.name for p in tmp_path.iterdir() if p.name != 'decoded')  # + MNIST
+    files = sorted(p.name for p in classifier_cache.iterdir() if p.name != 'decoded')  # + MNIST
     assert files == ['classifier-mnist-binary-v1.json', 'classifier-mnist-binary-v1.msgpack']
     monkeypatch.setattr(classifier, 'train', lambda *a, **k: pytest.fail('retrained'))
     again, info2 = classifier.feature_extractor(c.data)
@@ -79,9 +86,9 @@ def test_feature_classifier_is_trained_once_and_cached(tfds_dir, tmp_path, monke
 
 
 def test_sample_quality_command_on_a_run(tfds_dir, tiny_mnist_config, tmp_path, monkeypatch,
-                                         tmp_path_factory):
+                                         classifier_cache):
     from vae_jax import train
-    monkeypatch.setenv('VAE_JAX_CACHE', str(tmp_path_factory.mktemp('cache')))
+    monkeypatch.setenv('VAE_JAX_CACHE', str(classifier_cache))
     monkeypatch.setitem(classifier.RECIPE, 'steps', 300)
     train.train_and_evaluate(tiny_mnist_config(tfds_dir, num_steps=10), tmp_path)
     results = sq.score_run(str(tmp_path), temperatures=(1.0, 0.5), samples=400)
