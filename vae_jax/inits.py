@@ -25,17 +25,6 @@ def _uniform_bias(fan_in: int):
     return init
 
 
-def scaled_normal(scale: float):
-    """Weights ~ N(0, scale / fan_in) for a kernel [..., fan_in, fan_out]: flax's
-    `variance_scaling(scale, 'fan_in', 'normal')`, with the same values inside `jax.jit` as op
-    by op (the barrier keeps XLA from folding the scale into the normal draw's own constant,
-    which moved the last bit of some weights)."""
-    def init(key, shape, dtype=jnp.float32):
-        std = jnp.sqrt(jnp.array(scale / shape[-2], dtype))
-        return jax.lax.optimization_barrier(jax.random.normal(key, shape, dtype)) * std
-    return init
-
-
 def dense_init(name: str, fan_in: int) -> dict:
     """kernel_init and bias_init keyword arguments of nn.Dense for the initialisation `name`."""
     if name == 'lecun':
@@ -44,7 +33,9 @@ def dense_init(name: str, fan_in: int) -> dict:
         return dict(kernel_init=nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform'),
                     bias_init=_uniform_bias(fan_in))
     if name == 'he':
-        return dict(kernel_init=scaled_normal(2.0), bias_init=_uniform_bias(fan_in))
+        return dict(kernel_init=nn.initializers.variance_scaling(2.0, 'fan_in',
+                                                                 'normal'),
+                    bias_init=_uniform_bias(fan_in))
     if name == 'glorot':
         return dict(kernel_init=nn.initializers.glorot_uniform())
     raise ValueError(f'unknown initialisation {name!r}; choose one of {", ".join(NAMES)}')

@@ -109,10 +109,6 @@ class VampPrior(nn.Module):
     init_mean: float = 0.05
     init_std: float = 0.01
     analytic_kl = False
-    # Initialised op by op, not inside `jax.jit` (steps.create_train_state): compiled, XLA:CPU
-    # rounds `init_mean + init_std * normal` once (a fused multiply-add), op by op twice, and
-    # the published VampPrior runs were initialised op by op.
-    init_op_by_op = True
 
     def setup(self):
         self.pseudo_inputs = self.param(

@@ -9,7 +9,6 @@ The step knows no objective by name: it asks `objectives.get(config.objective.na
 loss, the fields it reads, its traced hyperparameters and any auxiliary model.
 """
 
-import dataclasses
 import functools
 from typing import Any, Mapping, Optional, Sequence
 
@@ -17,7 +16,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import linen as nn
 from flax.training import train_state
 
 from vae_jax import keys as keys_lib, objectives
@@ -60,32 +58,13 @@ class TrainStateV1(train_state.TrainState):
                           tx=self.tx, opt_state=self.opt_state, aux=self.discriminator)
 
 
-def _initialised_op_by_op(module) -> bool:
-    """Whether `module` or a module in its fields has `init_op_by_op` set."""
-    if getattr(module, 'init_op_by_op', False):
-        return True
-    for field in dataclasses.fields(module):
-        if field.name in ('parent', 'name'):
-            continue
-        value = getattr(module, field.name, None)
-        for sub in value if isinstance(value, (tuple, list)) else (value,):
-            if isinstance(sub, nn.Module) and _initialised_op_by_op(sub):
-                return True
-    return False
-
-
 def create_train_state(key: jax.Array, fns: ModelFns, tx: optax.GradientTransformation,
                        example_shape: Sequence[int],
                        aux: Optional[train_state.TrainState] = None) -> TrainState:
     """Initialises parameters from `key` with a batch of one example of `example_shape`."""
     x = jnp.zeros((1, *example_shape), jnp.float32)
     y = jnp.zeros((1,), jnp.int32)
-    # One compiled program, not one per operation of the forward pass (~140 small ones for a
-    # conv model): the main job's first launch with an empty cache compiles for 3.2 s instead
-    # of 3.9 (its `time` line). The same parameters, bit for bit (tests/test_models.py),
-    # unless a submodule asks for op by op (`init_op_by_op`).
-    init = fns.module.init if _initialised_op_by_op(fns.module) else jax.jit(fns.module.init)
-    params = init(key, x, y if fns.conditional else None)['params']
+    params = fns.module.init(key, x, y if fns.conditional else None)['params']
     return TrainState.create(apply_fn=fns.module.apply, params=params, tx=tx, aux=aux)
 
 
