@@ -7,6 +7,8 @@ helpers several test files share, each exposed as a fixture:
   tiny_mnist_config  tiny_mnist_config(tfds_dir, **overrides): a few-step MNIST config (unlocked)
   tiny_toy2d_config  tiny_toy2d_config(): experiments/toy2d.py shrunk to 6 steps, locked
   launch             launch(*args, env_extra=None, devices=2, fault=None): launch.py in a subprocess
+  xla_flags          xla_flags(devices): XLA_FLAGS for a process a test starts (`devices` fake
+                     CPU devices, None for one; the tests' unoptimised code)
   tensorboard_tags   tensorboard_tags(workdir): the set of tags in a workdir's event files
 
 and $VAE_JAX_CACHE points at a folder of this test session (shared by its xdist workers and
@@ -27,8 +29,16 @@ from pathlib import Path
 # up to float rounding; the bit-identity tests compare runs of one setting.
 UNOPTIMISED = ('--xla_backend_optimization_level=0 '  # also for the processes tests start
                '--xla_cpu_use_fusion_emitters=false --xla_cpu_parallel_codegen_split_count=1')
-os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                           f' --xla_force_host_platform_device_count=4 {UNOPTIMISED}').strip()
+
+
+def xla_flags(devices: int | None) -> str:
+    """XLA_FLAGS for a process a test starts: `devices` fake CPU devices (None: one, the
+    default) and the tests' unoptimised code."""
+    count = '' if devices is None else f'--xla_force_host_platform_device_count={devices} '
+    return count + UNOPTIMISED
+
+
+os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' ' + xla_flags(4)).strip()
 
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
@@ -143,7 +153,7 @@ def launch(*args, env_extra=None, devices=2, fault=None):
     """Runs launch.py (tests/fault_launch.py with VAE_JAX_FAULT=fault when fault is given) on
     `devices` fake CPU devices, from the repository root, capturing its output."""
     env = dict(os.environ,
-               XLA_FLAGS=f'--xla_force_host_platform_device_count={devices} {UNOPTIMISED}',
+               XLA_FLAGS=xla_flags(devices),
                **(env_extra or {}))
     env.pop('VAE_JAX_FAULT', None)
     script = 'launch.py'
@@ -173,6 +183,11 @@ def tensorboard_tags(workdir):
 @pytest.fixture(name='launch', scope='session')
 def _launch_fixture():
     return launch
+
+
+@pytest.fixture(name='xla_flags', scope='session')
+def _xla_flags_fixture():
+    return xla_flags
 
 
 @pytest.fixture(name='tensorboard_tags', scope='session')

@@ -13,11 +13,9 @@ SCRIPT = 'benchmarks/accelerator_check.py'
 KEYS = {'header', 'throughput', 'skipped', 'row', 'notes', 'args', 'elapsed_s'}
 
 
-def run_check(repo, *args, env_extra=None):
+def run_check(repo, xla_flags, *args, env_extra=None):
     env = {k: v for k, v in os.environ.items() if k != 'OUT'}
-    # 1 CPU device; conftest's other flags kept (unoptimised code: quicker to compile).
-    env['XLA_FLAGS'] = ' '.join(f for f in env.get('XLA_FLAGS', '').split()
-                                if not f.startswith('--xla_force_host_platform_device_count'))
+    env['XLA_FLAGS'] = xla_flags(None)  # 1 CPU device, unoptimised code (quicker to compile)
     env.update(env_extra or {})
     proc = subprocess.run([sys.executable, SCRIPT, '--quick', *args], cwd=repo, env=env,
                           capture_output=True, text=True, timeout=240)
@@ -36,9 +34,10 @@ def table_rates(stdout):
     return rates
 
 
-def test_mlp_both_frameworks_json_in_out(repo, tmp_path):
+def test_mlp_both_frameworks_json_in_out(repo, tmp_path, xla_flags):
     pytest.importorskip('torch')
-    stdout = run_check(repo, '--models=mlp', '--skip_row', env_extra={'OUT': str(tmp_path)})
+    stdout = run_check(repo, xla_flags, '--models=mlp', '--skip_row',
+                       env_extra={'OUT': str(tmp_path)})
     rates = table_rates(stdout)
     assert set(rates) == {('mlp', 'jax'), ('mlp', 'torch')}
     assert all(r > 0 for r in rates.values())
@@ -56,14 +55,14 @@ def test_mlp_both_frameworks_json_in_out(repo, tmp_path):
     assert jax_row['first_step_s'] > 0
 
 
-def test_without_torch_or_row_data(repo, tmp_path):
+def test_without_torch_or_row_data(repo, tmp_path, xla_flags):
     """JAX columns alone, with a note; the row skipped with its reason, not a traceback.
     (A --models=conv case would add ~30 s on a 2-core CPU: the file stays under a minute.)"""
     hidden = tmp_path / 'hide_torch'
     hidden.mkdir()
     (hidden / 'torch.py').write_text("raise ImportError('torch hidden by the test')\n")
     out = tmp_path / 'report.json'
-    stdout = run_check(repo, '--models=mlp', f'--row_data_dir={tmp_path / "no_tfds"}',
+    stdout = run_check(repo, xla_flags, '--models=mlp', f'--row_data_dir={tmp_path / "no_tfds"}',
                        f'--out={out}', env_extra={'PYTHONPATH': str(hidden)})
     rates = table_rates(stdout)
     assert list(rates) == [('mlp', 'jax')] and rates['mlp', 'jax'] > 0

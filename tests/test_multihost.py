@@ -45,15 +45,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch_two(workdirs, steps: int, fault_1: str | None = None) -> list[tuple[int, str]]:
+def _launch_two(workdirs, steps: int, xla_flags,
+                fault_1: str | None = None) -> list[tuple[int, str]]:
     """Runs launch.py as processes 0 and 1 of one job; returns (exit status, output) of each.
 
     `fault_1`: a fault of tests/fault_launch.py injected into process 1 only.
     """
-    env = dict(os.environ,  # unoptimised XLA:CPU code, as conftest sets for the tests
-               XLA_FLAGS='--xla_force_host_platform_device_count=2 '
-                         '--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false '
-                         '--xla_cpu_parallel_codegen_split_count=1',
+    env = dict(os.environ, XLA_FLAGS=xla_flags(2),
                JAX_PLATFORMS='cpu', JAX_COORDINATOR_ADDRESS=f'localhost:{_free_port()}',
                JAX_NUM_PROCESSES='2', PYTHONPATH=str(REPO))
     flags = [f'--config=experiments/toy2d.py:steps={steps}',
@@ -81,15 +79,15 @@ def _records(workdir: Path) -> list[dict]:
 
 
 @needs_gloo
-def test_two_processes_equal_one_process_and_resume(tmp_path):
+def test_two_processes_equal_one_process_and_resume(tmp_path, xla_flags):
     # 2 processes train toward 15 steps; process 1 alone gets SIGTERM at step 7: both agree at
     # the next log step (10), save it and exit; a second launch resumes both to 15.
     two = tmp_path / 'two'
-    results = _launch_two([two, two], 15, fault_1='term_at_step=7')
+    results = _launch_two([two, two], 15, xla_flags, fault_1='term_at_step=7')
     for i, (status, output) in enumerate(results):
         assert status == 143, f'process {i}:\n{output[-3000:]}'
         assert 'stopped by SIGTERM at step 10' in output and 'Traceback' not in output
-    results = _launch_two([two, two], 15)
+    results = _launch_two([two, two], 15, xla_flags)
     for i, (status, output) in enumerate(results):
         assert status == 0, f'process {i} failed:\n{output[-3000:]}'
     assert 'process 1 of 2: 2 local devices of 4' in results[1][1]
@@ -121,8 +119,8 @@ def test_two_processes_equal_one_process_and_resume(tmp_path):
 
 
 @needs_gloo
-def test_workdirs_that_are_not_shared_are_refused_on_every_process(tmp_path):
-    results = _launch_two([tmp_path / 'host0', tmp_path / 'host1'], steps=5)
+def test_workdirs_that_are_not_shared_are_refused_on_every_process(tmp_path, xla_flags):
+    results = _launch_two([tmp_path / 'host0', tmp_path / 'host1'], 5, xla_flags)
     for status, output in results:
         assert status == 2
         assert 'do not see the files process 0 writes' in output.splitlines()[-1]

@@ -42,6 +42,20 @@ def test_process_age_is_the_time_since_the_process_started():
     assert 1.0 <= float(out) < 30.0
 
 
+def test_startup_rule(monkeypatch):
+    """No entry point: no start-up. With one: the process's age, unless the process is over a
+    second older than the entry point's first line (then the time since that line)."""
+    monkeypatch.setattr(timings, '_entry', [])
+    assert timings.startup_seconds() is None
+    monkeypatch.setattr(timings, '_entry', [time.monotonic() - 0.5])
+    monkeypatch.setattr(timings, 'process_age', lambda: 0.9)  # interpreter start + 0.5 s
+    assert timings.startup_seconds() == 0.9
+    monkeypatch.setattr(timings, 'process_age', lambda: 100.0)  # exec'd by an older shell
+    assert 0.5 <= timings.startup_seconds() < 1.0
+    monkeypatch.setattr(timings, 'process_age', lambda: None)  # no /proc
+    assert 0.5 <= timings.startup_seconds() < 1.0
+
+
 def test_startup_is_counted_from_the_launch_not_from_the_shell_that_execd_it(repo, tmp_path):
     """A shell that sleeps 3 s and then execs launch.py hands Python a process 3 s old: the
     run's start-up phase is launch.py's interpreter and imports, not the shell's sleep."""
