@@ -77,6 +77,7 @@ def vae_jax_job(job: str, workdir: Path, env: dict, overrides=()) -> dict:
     seconds, peak, _ = run_process([sys.executable, 'launch.py', f'--config={config}',
                                     f'--workdir={workdir}', *overrides], env)
     times = json.loads((workdir / 'timings.jsonl').read_text().splitlines()[-1])['seconds']
+    times['exit'] = seconds - times['total']  # after the last log line: Python's shutdown
     result = last_record(workdir, 'eval')['neg_elbo']
     out = {'wall_s': seconds, 'peak_mib': peak, 'neg_elbo': result, 'phases': times}
     if job == 'beta_quick':  # the steps themselves, compilation apart (as PyTorch has none)
