@@ -40,6 +40,7 @@ def xla_flags(devices: int | None) -> str:
 
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' ' + xla_flags(4)).strip()
 
+import gc  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -84,6 +85,13 @@ def pytest_configure(config):
     os.environ['VAE_JAX_CACHE'] = folder
     os.environ['VAE_JAX_TEST_CACHE_SET'] = '1'
     config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
+
+
+def pytest_collection_finish(session):
+    """Freezes the objects of the modules collection imported (jax, flax, orbax, TFDS, the
+    test modules), as launch.py does for a run: they live as long as the worker, and frozen, the
+    garbage collector's full collections during the tests do not scan them again."""
+    gc.freeze()
 
 
 @pytest.fixture(scope='session')
