@@ -32,7 +32,7 @@ _STARTED = time.monotonic()  # before the imports: the run's start-up phase (vae
 
 import gc
 
-gc.disable()  # during the imports; see gc.freeze() below
+gc.disable()  # during the imports, until gc_freeze.freeze() below
 
 import logging as std_logging
 import os
@@ -41,7 +41,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vae_jax import distributed, timings, xla_setup
+from vae_jax import distributed, gc_freeze, timings, xla_setup
 from vae_jax.errors import UserError
 from vae_jax.preemption import Preempted
 from vae_jax.train import train_and_evaluate
@@ -74,12 +74,7 @@ _DISTRIBUTED = flags.DEFINE_enum(
     'Open MPI with several tasks); see vae_jax/distributed.py.')
 flags.mark_flags_as_required(['workdir'])
 
-# The imports' objects (jax, flax, orbax, TFDS: a few hundred thousand) live as long as the
-# process. Frozen, the collector does not scan them again, neither in the run's full collections
-# nor in those of Python's shutdown (benchmarks/end_to_end.py prints the shutdown's seconds as
-# `exit`). The few cyclic objects the imports leave as garbage stay uncollected.
-gc.freeze()
-gc.enable()
+gc_freeze.freeze()  # the imports' objects out of the collector's sight (see gc_freeze)
 
 
 def _fail(message: str) -> None:
@@ -155,7 +150,7 @@ def main(argv):
         _fail(f'cannot write {where}: {e.strerror or e} (the checkpoints written before are '
               f'kept; free space or fix permissions and relaunch to resume)')
     finally:
-        gc.freeze()  # the run's objects too: the shutdown's collections need not scan them
+        gc_freeze.freeze()  # the run's objects too: Python's shutdown need not scan them
 
 
 def _sweep() -> int:

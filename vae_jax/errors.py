@@ -29,23 +29,22 @@ def parse_flags(argv):
 def run_command(define_flags, body) -> None:
     """Runs a `python -m` command: defines its flags, parses them (`parse_flags`), refuses
     positional arguments, logs at INFO and runs `body()`, a `UserError` ending it with one
-    `error:` line. As launch.py does, the objects made before `body()` (the imports) and, at the
-    end, all of them are frozen out of the garbage collector's sight: they live as long as the
-    process, and neither its full collections nor those of Python's shutdown need scan them."""
-    import gc
-
+    `error:` line. As in launch.py, what exists before `body()` (the imports) and, at its end,
+    everything is frozen out of the garbage collector's sight (`gc_freeze`)."""
     from absl import app, logging
+
+    from vae_jax import gc_freeze
 
     def main(argv):
         if len(argv) > 1:
             fail(f'unexpected arguments: {" ".join(argv[1:])}')
         logging.set_verbosity(logging.INFO)
-        gc.freeze()
+        gc_freeze.freeze()
         try:
             body()
         except UserError as e:
             fail(str(e))
         finally:
-            gc.freeze()
+            gc_freeze.freeze()
     define_flags()
     app.run(main, flags_parser=parse_flags)
