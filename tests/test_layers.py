@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / 'vae_jax'
 LAYERS = [
     ('errors', 'registry', 'distributions', 'keys', 'distributed', 'workdir', 'results', 'images',
      'preemption', 'metric_writer', 'checkpoints', 'data', 'latent_sample', 'cache',
-     'xla_setup', 'allocator', 'timings'),
+     'xla_setup', 'allocator', 'gc_freeze', 'timings'),
     ('inits', 'likelihoods', 'priors', 'flows', 'optim', 'convolution'),
     ('models', 'hierarchies', 'gated_hierarchy', 'vdvae'),
     ('model_fns',),
