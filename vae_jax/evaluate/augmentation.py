@@ -70,12 +70,9 @@ def train_cvae(key: jax.Array, images: np.ndarray, labels: np.ndarray, num_class
                num_steps: int):
     """A conditional VAE trained on (images, labels) with the library's train step on one
     device; minibatches drawn with replacement. Returns (fns, params)."""
-    config = cvae_config(num_steps)
-    fns = model_fns.build(config.model, images.shape[1:], num_classes)
+    config, fns, step = _cvae(images.shape[1:], num_classes, num_steps)
     state = steps.init_train_state(jax.random.fold_in(key, 0), fns, config, images.shape[1:],
                                    num_steps)
-    step = jax.jit(functools.partial(steps.train_step, fns=fns, objective_config=config.objective,
-                                     binarize='dynamic', axis_name=None))
     hparams = steps.hyperparams(config)
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
     train_key = jax.random.fold_in(key, 1)
@@ -85,6 +82,17 @@ def train_cvae(key: jax.Array, images: np.ndarray, labels: np.ndarray, num_class
                  'index': np.arange(config.batch_size, dtype=np.int32)}
         state, _ = step(state, batch, train_key, hparams)
     return fns, state.params
+
+
+@functools.lru_cache(maxsize=None)
+def _cvae(example_shape: tuple, num_classes: int, num_steps: int) -> tuple:
+    """(config, fns, jitted train step) of the CVAE: built once, so that every training of the
+    same shapes (each label count and seed) runs one compiled step."""
+    config = cvae_config(num_steps)
+    fns = model_fns.build(config.model, example_shape, num_classes)
+    step = jax.jit(functools.partial(steps.train_step, fns=fns, objective_config=config.objective,
+                                     binarize='dynamic', axis_name=None))
+    return config, fns, step
 
 
 def cvae_samples(fns, params, key: jax.Array, per_class: int, num_classes: int) -> tuple:

@@ -75,12 +75,25 @@ def train(key: jax.Array, images: np.ndarray, labels: np.ndarray, *, num_classes
     Returns:
       The parameters.
     """
-    model = Net(num_classes)
     init_key, data_key = jax.random.split(key)
-    params = model.init(init_key, jnp.zeros((1, *images.shape[1:])))['params']
+    params = Net(num_classes).init(init_key, jnp.zeros((1, *images.shape[1:])))['params']
+    return _fit(params, data_key, jnp.asarray(images, jnp.float32),
+                jnp.asarray(labels, jnp.int32), num_classes=num_classes, steps=steps,
+                batch_size=batch_size, learning_rate=learning_rate, weight_decay=weight_decay)
+
+
+# The key and the data are arguments, not constants folded into the program: one compilation
+# serves every fit of the same shapes and recipe (the few-label experiment fits one per label
+# count, seed and arm).
+@functools.partial(jax.jit, static_argnames=('num_classes', 'steps', 'batch_size',
+                                             'learning_rate', 'weight_decay'))
+def _fit(params, data_key: jax.Array, images: jax.Array, labels: jax.Array, *, num_classes: int,
+         steps: int, batch_size: int, learning_rate: float, weight_decay: float) -> Any:
+    """`steps` Adam(W) steps from `params` (see `train`), in one `lax.scan`."""
+    model = Net(num_classes)
     opt = optax.adamw(learning_rate, weight_decay=weight_decay)
 
-    def step(carry, i, images, labels):
+    def step(carry, i):
         params, opt_state = carry
         idx = jax.random.randint(jax.random.fold_in(data_key, i), (batch_size,), 0,
                                  images.shape[0])
@@ -91,11 +104,7 @@ def train(key: jax.Array, images: np.ndarray, labels: np.ndarray, *, num_classes
         updates, opt_state = opt.update(jax.grad(loss)(params), opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), None
 
-    @jax.jit  # the data are arguments, not constants folded into the program
-    def run(params, images, labels):
-        body = functools.partial(step, images=images, labels=labels)
-        return jax.lax.scan(body, (params, opt.init(params)), jnp.arange(steps))[0][0]
-    return run(params, jnp.asarray(images, jnp.float32), jnp.asarray(labels, jnp.int32))
+    return jax.lax.scan(step, (params, opt.init(params)), jnp.arange(steps))[0][0]
 
 
 def accuracy(params, images: np.ndarray, labels: np.ndarray, num_classes: int = 10,
