@@ -29,8 +29,10 @@ has filled them. `--cold` gives every vae_jax run an empty cache folder of its o
 each decodes its data and compiles from scratch, as the first launch on a machine does.
 
 Wall time is the process's, from start to exit (Python start-up and imports included); peak
-memory is the process's maximum resident set (`os.wait4`). The ratio is peer / vae_jax per
-round, summarised by the median; the spread over rounds is the noise.
+memory is the process's maximum resident set (`os.wait4`). Each vae_jax run's phases are its
+timings.jsonl's, plus `exit`: the wall time less the logged total (Python's shutdown). The
+ratio is peer / vae_jax per round, summarised by the median; the spread over rounds is the
+noise.
 """
 
 import argparse

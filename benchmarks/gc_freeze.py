@@ -27,7 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from end_to_end import DATA, run_process  # noqa: E402
 from timing import wait_for_idle  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {'frozen': '1', 'not frozen': '0'}
 
 # launch.py as __main__, with the process's full collections counted and written to argv[1].
