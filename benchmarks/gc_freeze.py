@@ -4,7 +4,8 @@ sight (`vae_jax.gc_freeze`, the default) against `VAE_JAX_GC_FREEZE=0`, alternat
     python benchmarks/gc_freeze.py                   # the main job, 5 rounds (~6 min)
     python benchmarks/gc_freeze.py --epochs=1 --rounds=9
 
-Each round launches `launch.py --config=experiments/vae.py:epochs=N` twice, as fresh processes,
+After one untimed launch that warms the caches, each round launches
+`launch.py --config=experiments/vae.py:epochs=N` twice, as fresh processes,
 one per setting, alternating which goes first, after waiting for the machine to go quiet.
 Printed per setting, medians over rounds with their range: the whole process's wall time; the
 run's logged total (its timings.jsonl, from the process's start to the last line of the log);
@@ -71,6 +72,8 @@ def main():
     rows = {name: [] for name in SETTINGS}
     names = list(SETTINGS)
     with tempfile.TemporaryDirectory() as tmp:
+        # Untimed: fills the page cache and vae_jax's caches (decoded data, compiled code).
+        launch(args.epochs, Path(tmp) / 'warm_up', '1', env)
         for r in range(args.rounds):
             for name in names[r % 2:] + names[:r % 2]:
                 wait_for_idle(20)
