@@ -54,9 +54,9 @@ def _run(cmd, log):
     with open(log, 'a') as f:
         f.write('$ ' + ' '.join(cmd) + '\n')
         f.flush()
-        start = time.time()
+        start = time.monotonic()
         subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, check=True)
-        f.write(f'# seconds {time.time() - start:.1f}\n')
+        f.write(f'# seconds {time.monotonic() - start:.1f}\n')
 
 
 def run_row(name, root: Path, steps: int, k: int, examples: int) -> dict:
@@ -64,7 +64,7 @@ def run_row(name, root: Path, steps: int, k: int, examples: int) -> dict:
     spec, published = ROWS[name]
     config, _, arg = spec.partition(':')
     arg = ','.join(filter(None, [arg, f'steps={steps}']))
-    start = time.time()
+    start = time.monotonic()
     if _results(workdir) is None:
         common = [f'--config.eval.iwae_samples={k}', f'--config.eval.iwae_examples={examples}']
         train = [sys.executable, 'launch.py', f'--config=experiments/{config}:{arg}',
@@ -88,7 +88,7 @@ def run_row(name, root: Path, steps: int, k: int, examples: int) -> dict:
             'k': run_config['eval']['iwae_samples'],
             'active_units': results['latents']['active_units'],
             'latents': results['latents']['latents'], 'published': published,
-            'seconds_this_call': round(time.time() - start),
+            'seconds_this_call': round(time.monotonic() - start),
             'train_and_eval_seconds': _timings(root / f'{name}.log')}
 
 

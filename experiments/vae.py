@@ -11,7 +11,7 @@ Arguments (checked against `ARGS`): `epochs=E` (default 30); for the sweep `seed
 Runtime and result, measured on a quiet 2-core CPU (README, "Measured"): 10 epochs (3,900
 steps) take 22.3 s in all on a 2-core AMD EPYC VM with this config's 10 steps per call (24.3 s
 with one; median of 5, benchmarks/end_to_end.py --steps_per_execution=1,10 --rounds=5,
-2026-12-03; 29.3, 27.8 and 29.2 s in three runs in slower hours of the VM later that day) and end
+2026-12-03; medians from 22.0 to 29.3 s in five later runs that day, by the VM's hour) and end
 at test -ELBO 103.20 nats (103.15 with one step per call, which rounds differently; flax's
 example reports ≈ 104); 30 epochs ended at 100.85 (one step per call, before the in-place
 optimizer update).

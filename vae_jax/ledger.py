@@ -151,13 +151,13 @@ def _call(cmd: Sequence[str], log: Path) -> float:
     with log.open('a') as f:
         f.write('$ ' + ' '.join(cmd) + '\n')
         f.flush()
-        start = time.time()
+        start = time.monotonic()
         code = subprocess.run(list(cmd), cwd=REPO, stdout=f, stderr=subprocess.STDOUT).returncode
     if code:
         reasons = [line for line in log.read_text().splitlines() if line.startswith('error:')]
         reason = f' ({reasons[-1]})' if reasons else ''
         raise UserError(f'{" ".join(cmd[1:4])} ... exited with status {code}{reason}; see {log}')
-    return time.time() - start
+    return time.monotonic() - start
 
 
 def spec(row: RowFile, arg: str) -> str:
