@@ -256,3 +256,25 @@ def test_compute_metrics_all_names_json_and_unknown_name():
     assert r['factor_vae']['eval_accuracy'] == 1.0 and r['dci']['disentanglement'] > 0.9
     with pytest.raises(ValueError, match='unknown metrics'):
         dis.compute_metrics(Toy(), REPS['identity'], ('beta_vae', 'irs'))
+
+
+def test_factors_are_fitted_largest_first_and_returned_in_their_own_order():
+    assert dis.fit_order([3, 6, 40, 32, 32]) == [2, 3, 4, 1, 0]
+    assert dis.fit_order([2, 2, 5]) == [2, 0, 1]  # ties keep the factors' order
+    rng = np.random.default_rng(1)
+    factors = np.stack([rng.integers(2, size=150), rng.integers(5, size=150),
+                        rng.integers(3, size=150)], axis=1)
+    codes = factors[:, ::-1] + 0.3 * rng.normal(size=(150, 3))  # code j holds factor 2 - j
+    lines = []
+    importance, train_acc, test_acc = dis.importance_matrix(
+        codes, factors, codes, factors, model='random_forest', seeds=[1, 2, 3],
+        progress=lines.append)
+    for k in range(3):  # column k is factor k's own classifier, fitted alone
+        alone = dis.importance_matrix(codes, factors[:, k:k + 1], codes, factors[:, k:k + 1],
+                                      model='random_forest', seeds=[k + 1])
+        np.testing.assert_array_equal(importance[:, k], alone[0][:, 0])
+        assert train_acc[k] == alone[1][0] and test_acc[k] == alone[2][0]
+    assert list(np.argmax(importance, axis=0)) == [2, 1, 0]
+    assert [line.split(' (')[0] for line in lines] == [
+        'dci: random_forest fitted for factor 2/3', 'dci: random_forest fitted for factor 3/3',
+        'dci: random_forest fitted for factor 1/3']

@@ -27,7 +27,7 @@ from vae_jax.evaluate.disentanglement import sampling
 from vae_jax.evaluate.disentanglement.beta_vae import (beta_vae, beta_vae_from_features,
                                                        beta_vae_points)
 from vae_jax.evaluate.disentanglement.dci import (dci, dci_from_codes, dci_from_importance,
-                                                  importance_matrix)
+                                                  fit_order, importance_matrix)
 from vae_jax.evaluate.disentanglement.factor_vae import (factor_vae, factor_vae_from_votes,
                                                          factor_vae_points, factor_vae_votes)
 from vae_jax.evaluate.disentanglement.mig import (discrete_entropy, discrete_mutual_info,
@@ -43,7 +43,7 @@ __all__ = [
     'beta_vae', 'beta_vae_from_features', 'beta_vae_points',
     'factor_vae', 'factor_vae_from_votes', 'factor_vae_points', 'factor_vae_votes',
     'mig', 'mig_from_codes', 'discretize', 'discrete_mutual_info', 'discrete_entropy',
-    'dci', 'dci_from_codes', 'dci_from_importance', 'importance_matrix',
+    'dci', 'dci_from_codes', 'dci_from_importance', 'fit_order', 'importance_matrix',
     'sap', 'sap_from_codes', 'sap_from_score_matrix', 'sap_score_matrix',
 ]
 

@@ -46,6 +46,21 @@ def _fit_factor(model, seed, train_codes, train_y, test_codes, test_y):
             float(clf.score(test_codes, test_y)))
 
 
+def fit_order(classes) -> list[int]:
+    """The factors' indices, most values first: the order their classifiers are fitted in.
+
+    A gradient-boosted classifier fits one tree per class per round, so its time grows with the
+    factor's number of values. With `n_jobs` workers each taking the next factor when free, the
+    largest first leaves the small ones to fill in at the end: dSprites' factors (3, 6, 40, 32,
+    32 values) on 2 workers end after 64 class-units in this order (40 + 6 + 3 beside 32 + 32),
+    after 70 in their own (3 + 40 beside 6 + 32 + 32). Measured on 1,000 train and 500 test
+    points of 10 codes with those factor sizes, 2 joblib processes, three alternating pairs on a
+    2-core CPU: 23.7, 21.4 and 19.4 s against 23.0, 23.1 and 21.1 (the fits themselves, and so
+    the scores, are the same in any order).
+    """
+    return sorted(range(len(classes)), key=lambda k: (-classes[k], k))
+
+
 def importance_matrix(train_codes: np.ndarray, train_factors: np.ndarray,
                       test_codes: np.ndarray, test_factors: np.ndarray, *, model: str = 'gbt',
                       seeds=None, n_jobs: int = 1,
@@ -67,16 +82,18 @@ def importance_matrix(train_codes: np.ndarray, train_factors: np.ndarray,
         raise ValueError(f'unknown DCI model {model!r}; expected one of {sorted(MODELS)}')
     num_factors = train_factors.shape[1]
     seeds = [0] * num_factors if seeds is None else [int(s) for s in seeds]
+    classes = [len(np.unique(train_factors[:, k])) for k in range(num_factors)]
+    order = fit_order(classes)
     jobs = (delayed(_fit_factor)(model, seeds[k], train_codes, train_factors[:, k], test_codes,
-                                 test_factors[:, k]) for k in range(num_factors))
-    results = []
+                                 test_factors[:, k]) for k in order)
+    results = [None] * num_factors
     start = time.monotonic()
-    for k, result in enumerate(Parallel(n_jobs=n_jobs, return_as='generator')(jobs)):
-        results.append(result)
+    for done, (k, result) in enumerate(
+            zip(order, Parallel(n_jobs=n_jobs, return_as='generator')(jobs)), 1):
+        results[k] = result
         if progress is not None:
-            classes = len(np.unique(train_factors[:, k]))
-            progress(f'dci: {model} fitted for factor {k + 1}/{num_factors} ({classes} values), '
-                     f'{time.monotonic() - start:.0f} s')
+            progress(f'dci: {model} fitted for factor {k + 1}/{num_factors} ({classes[k]} values; '
+                     f'{done} of {num_factors} done), {time.monotonic() - start:.0f} s')
     importance = np.stack([r[0] for r in results], axis=1)
     return importance, np.array([r[1] for r in results]), np.array([r[2] for r in results])
 
