@@ -107,8 +107,9 @@ def main():
     if args.job:
         data_s = time.monotonic() - start
         neg_elbo, train_s = run('torch', 0, train, test)
+        eval_s = time.monotonic() - start - data_s - train_s
         print(json.dumps({'neg_elbo': neg_elbo, 'seconds': {
-            'data': data_s, 'train': train_s, 'eval': time.monotonic() - start - data_s - train_s}}))
+            'data': data_s, 'train': train_s, 'eval': eval_s}}))
         return
     rows = []
     for init in args.inits.split(','):
