@@ -2,6 +2,7 @@
 
     python benchmarks/upsampling.py           # 5 rounds: 3-5 minutes on a 2-core CPU
     python benchmarks/upsampling.py --quick   # 3 rounds: about 2 minutes
+    python benchmarks/upsampling.py --beta_vae_flags   # with the β-VAE step's XLA:CPU flags
 
 Formulations of one 4×4, stride-2 transposed convolution (PyTorch ConvTranspose2d(k=4, s=2,
 p=1)) from [b, h, w, c_in] to [b, 2h, 2w, c_out]:
@@ -13,11 +14,16 @@ p=1)) from [b, h, w, c_in] to [b, 2h, 2w, c_out]:
                        the above
   phases 2x2 VALID     the same with the input padded by jnp.pad and a VALID convolution, for
                        which XLA:CPU picks other kernels (faster or slower, by shape)
+  matmul + overlap-add one matmul of the input to every tap's contribution, then each 2×2
+                       block of output pixels sums its shifted taps (convolution.
+                       _upsample_conv_blocks; what TransposedConvUpsample runs on CPU below
+                       4 output channels)
   SubPixelUpsample     vae_jax.models: 3×3 convolution to 4·c_out channels + depth-to-space,
                        a superset of the layer with 9/4 of its multiply-adds
                        (model.upsample='subpixel', vae_jax's decoder before 'transposed')
   TransposedConvUpsample  vae_jax.models (model.upsample='transposed', the default): the
-                       layer itself, on CPU as four 2×2 convolutions, one per output phase
+                       layer itself, on CPU as four 2×2 convolutions, one per output phase,
+                       or below 4 output channels as the matmul + overlap-add
   torch (reference)    torch.nn.ConvTranspose2d, if PyTorch is installed
 
 Rounds alternate the formulations, each block after waiting (up to 3 s) for other processes to
@@ -27,6 +33,7 @@ weighted sum of the output with respect to the parameters and the input.
 
 import argparse
 import functools
+import os
 import sys
 from pathlib import Path
 
@@ -39,6 +46,8 @@ import numpy as np
 from jax import lax
 
 from timing import load_warning, measure
+from vae_jax import xla_setup
+from vae_jax.convolution import _upsample_conv_blocks
 from vae_jax.models import SubPixelUpsample, TransposedConvUpsample
 
 try:
@@ -96,18 +105,21 @@ def jax_layers(c_out):
             'lax lhs_dilation': explicit(convT_lhs_dilation),
             'phases 2x2 pad=1': explicit(convT_phases),
             'phases 2x2 VALID': explicit(functools.partial(convT_phases, pad_first=True)),
+            'matmul + overlap-add': explicit(lambda x, w, b: _upsample_conv_blocks(x, w) + b),
             'SubPixelUpsample': (subpixel.init, subpixel.apply),
             'TransposedConvUpsample': (transposed.init, transposed.apply)}
 
 
 def check_phases():
-    """The phase formulations equal the lhs-dilated transposed convolution."""
+    """The phase and matmul formulations equal the lhs-dilated transposed convolution."""
     kx, kw = jax.random.split(jax.random.key(0))
     x = jax.random.normal(kx, (2, 5, 6, 3))
     w = jax.random.normal(kw, (4, 4, 3, 2))
     for pad_first in (False, True):
         np.testing.assert_allclose(convT_phases(x, w, 0.0, pad_first),
                                    convT_lhs_dilation(x, w, 0.0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(_upsample_conv_blocks(x, w), convT_lhs_dilation(x, w, 0.0),
+                               rtol=1e-5, atol=1e-5)
 
 
 def _repeat(f, args, n):
@@ -125,11 +137,12 @@ def jax_runners(batch, h, c_in, c_out):
     for name, (init, apply) in jax_layers(c_out).items():
         params = init(kp, x)
         fwd = jax.jit(apply)
-        grad = jax.jit(jax.grad(lambda p, x, apply=apply: jnp.sum(apply(p, x) * g),
+        # g is an argument, not a constant XLA could fold into the backward pass.
+        grad = jax.jit(jax.grad(lambda p, x, g, apply=apply: jnp.sum(apply(p, x) * g),
                                 argnums=(0, 1)))
         assert fwd(params, x).shape == g.shape, name
         runners[name] = (functools.partial(_repeat, fwd, (params, x)),
-                         functools.partial(_repeat, grad, (params, x)))
+                         functools.partial(_repeat, grad, (params, x, g)))
     return runners
 
 
@@ -154,12 +167,17 @@ def torch_runners(batch, h, c_in, c_out):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--quick', action='store_true', help='3 rounds of ~0.2 s blocks')
+    parser.add_argument('--beta_vae_flags', action='store_true',
+                        help="the β-VAE family's XLA:CPU flags (xla_setup.BETA_VAE_CPU_FLAGS), "
+                             'which its train step runs with')
     args = parser.parse_args()
+    if args.beta_vae_flags:
+        xla_setup.apply_config_flags(xla_setup.BETA_VAE_CPU_FLAGS)  # before JAX starts
     rounds, block_s = (3, 0.2) if args.quick else (5, 0.4)
     check_phases()
     print(f'jax {jax.__version__} ({jax.devices()[0].platform})'
           + (f', torch {torch.__version__} ({torch.get_num_threads()} threads)' if torch else '')
-          + f', {rounds} rounds')
+          + f', {rounds} rounds; XLA_FLAGS: {os.environ.get("XLA_FLAGS", "")}')
     print('\n| layer | batch | formulation | fwd ms | fwd+bwd ms | fwd+bwd / SubPixelUpsample |')
     print('|---|---|---|---|---|---|')
     loads = []

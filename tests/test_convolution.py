@@ -117,22 +117,32 @@ def _upsample_reference(x, w):
     return out[:, p:p + 2 * h, p:p + 2 * wd]
 
 
-@pytest.mark.parametrize('k', [2, 4, 6])
-def test_upsample_conv_is_the_transposed_convolution(k):
-    """Both formulations (per-phase convolutions: CPU; zero-dilated input: elsewhere) give the
-    loop reference's values, and the same gradients as each other."""
+UPSAMPLE_FORMS = (convolution._upsample_conv_phases, convolution._upsample_conv_blocks,
+                  convolution._upsample_conv_dilated)
+
+
+@pytest.mark.parametrize('k,c_out', [(2, 2), (4, 2), (4, 5), (6, 1)])
+def test_upsample_conv_is_the_transposed_convolution(k, c_out):
+    """Every formulation (per-phase convolutions and matmul + overlap-add: CPU; zero-dilated
+    input: elsewhere) gives the loop reference's values, and the same gradients as the others;
+    upsample_conv picks the blocks below BLOCKS_CHANNELS output channels."""
     rng = np.random.default_rng(k)
     x = rng.normal(size=(2, 5, 4, 3))
-    w = rng.normal(size=(k, k, 3, 2))
+    w = rng.normal(size=(k, k, 3, c_out))
     xj, wj = jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32)
     ref = _upsample_reference(x, w)
-    for f in (convolution._upsample_conv_phases, convolution._upsample_conv_dilated):
+    for f in UPSAMPLE_FORMS:
         np.testing.assert_allclose(jax.jit(f)(xj, wj), ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(convolution.upsample_conv(xj, wj), ref, rtol=1e-5, atol=1e-5)
     grads = [jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.sin(f(x, w))), argnums=(0, 1)))(xj, wj)
-             for f in (convolution._upsample_conv_phases, convolution._upsample_conv_dilated)]
-    for a, b in zip(*grads):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+             for f in UPSAMPLE_FORMS]
+    for other in grads[1:]:
+        for a, b in zip(grads[0], other):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    chosen = (convolution._upsample_conv_blocks if c_out < convolution.BLOCKS_CHANNELS
+              else convolution._upsample_conv_phases)
+    np.testing.assert_array_equal(jax.jit(convolution.upsample_conv)(xj, wj),
+                                  jax.jit(chosen)(xj, wj))
 
 
 def test_upsample_conv_refuses_odd_kernels():

@@ -10,8 +10,11 @@ fresh processes each, 2-core Intel Xeon: `python benchmarks/allocator.py`). The 
 small enough for glibc's heap already: no faults, no change.
 
 `tune()` (called when vae_jax is imported) sets glibc's `M_MMAP_MAX` to 0, so that malloc serves
-every request from its heaps (a request larger than a thread's heap can hold still gets its own
-mapping, as glibc falls back to one), and `M_TRIM_THRESHOLD` to 2 GiB, so that free keeps up to
+every request from its heaps; `M_ARENA_MAX` to 1, so that every thread allocates from the main
+heap, which grows without bound (XLA:CPU runs executables on its own threads, and another
+thread's heap holds at most 64 MiB: a larger request there, e.g. the conv β-VAE step's buffers
+since its last decoder layer became a matmul, gets its own mapping again, 18,700 faults and
+50 ms of kernel time per step); and `M_TRIM_THRESHOLD` to 2 GiB, so that free keeps up to
 that much at the top of the heap instead of trimming it. Memory a process has freed then stays
 mapped to it: its resident size stays near its peak, which is what a training process sizes
 for anyway. Everything in the process allocates this way, PyTorch too if it shares the process.
@@ -26,6 +29,7 @@ import platform
 # glibc's mallopt parameters (malloc.h).
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
+M_ARENA_MAX = -8
 TRIM_THRESHOLD = 2**31 - 1  # the largest value mallopt's int takes: 2 GiB
 
 
@@ -39,4 +43,5 @@ def tune(environ=os.environ) -> bool:
     mallopt = getattr(ctypes.CDLL(None), 'mallopt', None)  # the process's own C library
     if mallopt is None:
         return False
-    return mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+    return (mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_ARENA_MAX, 1) == 1
+            and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1)

@@ -9,7 +9,8 @@ which picks, when it is traced, the formulation the backend runs fastest:
 - on GPU/TPU: `lax.conv_general_dilated` itself.
 
 `upsample_conv` is the decoder's ×2 transposed convolution, on CPU as one stride-1
-convolution per output phase.
+convolution per output phase, or with fewer than 4 output channels (an image's last layer) as
+one matrix multiplication followed by an overlap-add.
 
 Tried against these and not kept (2-core CPU, batch 64, the β-VAE's layers; one-off scripts,
 numbers in the issue's note): a convolution as one matrix multiplication of its input's
@@ -181,6 +182,36 @@ def _upsample_conv_dilated(x, kernel):
                                     lhs_dilation=(2, 2), dimension_numbers=NHWC)
 
 
+def _upsample_conv_blocks(x, kernel):
+    """`upsample_conv` as one matrix multiplication and an overlap-add: x ``[b, h, w, c_in]``
+    times the kernel arranged ``[c_in, (m, n, a, q, c_out)]`` gives every tap's contribution
+    (tap 2m + a of the rows, 2n + q of the columns); the 2×2 block (I, J) of output pixels
+    (rows 2I + a, columns 2J + q) sums the (k/2)² slices of it shifted by (m, n); then
+    depth-to-space and the crop of k/2 - 1 pixels. The multiply-adds of the transposed
+    convolution, in one matmul with (k/2)²·4·c_out columns: on CPU the fastest form for a
+    few output channels, where a convolution per phase has one to three output features."""
+    b, h, w, c = x.shape
+    k, c_out = kernel.shape[0], kernel.shape[-1]
+    m_taps, p = k // 2, k // 2 - 1
+    e = m_taps - 1
+    # Tap 2m + a of each axis -> [c, m, n, (a, q, c_out)].
+    kk = kernel.reshape(m_taps, 2, m_taps, 2, c, c_out).transpose(4, 0, 2, 1, 3, 5)
+    y = jnp.einsum('bhwc,cz->bhwz', x, kk.reshape(c, m_taps * m_taps * 4 * c_out))
+    y = jnp.pad(y.reshape(b, h, w, m_taps, m_taps, 4 * c_out),
+                ((0, 0), (e, e), (e, e), (0, 0), (0, 0), (0, 0)))
+    blocks = functools.reduce(jnp.add, [y[:, e - m:e - m + h + e, e - n:e - n + w + e, m, n]
+                                        for m in range(m_taps) for n in range(m_taps)])
+    return depth_to_space(blocks, 2)[:, p:p + 2 * h, p:p + 2 * w]
+
+
+# With fewer output channels than this, `upsample_conv` on CPU is `_upsample_conv_blocks`,
+# otherwise the per-phase convolutions. With the β-VAE step's flags, the decoder's last layer
+# (32×32×32 -> 64×64×1, batch 64) takes 9.3 ms forward and backward against 16.7-20.7 as
+# per-phase convolutions (PyTorch's ConvTranspose2d: 13.9); layers of 32 output channels were
+# 4-8× slower as blocks (`python benchmarks/upsampling.py --quick --beta_vae_flags`, 2026-12-03).
+BLOCKS_CHANNELS = 4
+
+
 def upsample_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """The ×2 transposed convolution of the Burgess et al. decoder (PyTorch's
     `ConvTranspose2d(k, stride=2, padding=k/2 - 1)`, TensorFlow's `conv2d_transpose` with SAME
@@ -189,11 +220,15 @@ def upsample_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
     On CPU it is computed as four stride-1 (k/2)×(k/2) convolutions, one per output phase
     (`_upsample_conv_phases`): XLA:CPU runs the backward pass of the zero-dilated form that
-    lax uses for transposed convolutions 10-20× slower (`python benchmarks/upsampling.py`).
-    Elsewhere it is lax's transposed convolution. The same values and derivatives either way.
+    lax uses for transposed convolutions 10-20× slower (`python benchmarks/upsampling.py`);
+    with fewer than `BLOCKS_CHANNELS` output channels, as one matmul and an overlap-add
+    (`_upsample_conv_blocks`). Elsewhere it is lax's transposed convolution. The same values
+    and derivatives (to float rounding) every way.
     """
     if kernel.shape[0] % 2 or kernel.shape[1] != kernel.shape[0]:
         raise ValueError(f'upsample_conv needs a square kernel of even size, got {kernel.shape}')
     if jax.default_backend() == 'cpu':
+        if kernel.shape[-1] < BLOCKS_CHANNELS:
+            return _upsample_conv_blocks(x, kernel)
         return _upsample_conv_phases(x, kernel)
     return _upsample_conv_dilated(x, kernel)
