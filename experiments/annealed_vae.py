@@ -12,11 +12,12 @@ Arguments (checked against `ARGS`): `quick` (600 steps; C reaches its maximum at
 `quick`); for the sweep `seeds=N` (default 5).
 
 Runtime and expected result: the full 300k steps take about 11 hours of training on a 2-core
-CPU. The quick run (measured: seed 0, 2-core CPU, no other job) takes 2 min 48 s in all, metrics
-included, and ends at -ELBO 243.69 nats (KL 26.92) on 1,000 of the 10,000 held-out factor
-combinations, 10 of 10 units active; BetaVAE 0.838, FactorVAE 0.638, MIG 0.030, DCI D 0.069, SAP
-0.018. The -ELBO is high because γ = 1000 holds the KL near C, which is still rising over most
-of 600 steps, at the cost of reconstruction.
+CPU. The quick run (measured: seed 0, 2-core AMD EPYC VM in a slow hour, no other job,
+2026-12-03; the README's family table) takes 2 min 25 s in all, metrics included, and ends at
+-ELBO 217.66 nats (KL 28.55) on 1,000 of the 10,000 held-out factor combinations, 10 of 10
+units active; BetaVAE 0.838, FactorVAE 0.640, MIG 0.066, DCI D 0.096, SAP 0.025. The -ELBO
+is high because γ = 1000 holds the KL near C, which is still rising over most of 600 steps, at
+the cost of reconstruction.
 """
 
 from vae_jax.configs import DSPRITES_ARGS, dsprites_config, parse_arg

@@ -17,12 +17,12 @@ or 600 with `quick`); for the sweep `betas=B1/B2/...` (default 1/2/4/6/8/16) and
 
 Runtime: the full 300k steps take about 6 hours on a 2-core CPU (13.8 steps/s measured by
 benchmarks/train_speed.py on a 2-core Intel Xeon, 2026-12-02 afternoon). The quick run
-(measured then, seed 0, that CPU, no other job; median of 3 by benchmarks/end_to_end.py):
-1 min 52 s in all (1 min 48 s - 2 min 3 s), 44 s of it training and 59 s the metrics (on a
-2-core AMD EPYC VM that evening: 1 min 49 s, 43 s and 56 s); -ELBO
-115.68 nats on 1,000 of the 10,000 held-out factor combinations (`data.registry`); the
-README's family table (one more run, 1 min 46 s): KL 12.83, BetaVAE 0.694, FactorVAE 0.452,
-MIG 0.028, DCI D 0.030, SAP 0.022. These are with the family's XLA flags
+(seed 0, 2-core AMD EPYC VM in a slow hour, no other job, 2026-12-03; median of 3 by
+benchmarks/end_to_end.py): 2 min 9 s in all (2 min 7 s - 2 min 18 s), 47 s of it training and
+72 s the metrics (on 12-02's evening, before the decoder's last layer became a matmul: 1 min
+49 s, 43 s and 56 s); -ELBO 114.42 nats on 1,000 of the 10,000 held-out factor combinations
+(`data.registry`); the README's family table (one more run, 2 min 6 s): KL 12.94, BetaVAE
+0.716, FactorVAE 0.484, MIG 0.037, DCI D 0.026, SAP 0.033. These are with the family's XLA flags
 (`config.xla_cpu_flags`, `vae_jax.xla_setup.BETA_VAE_CPU_FLAGS`); `--config.xla_cpu_flags=`
 runs without them. The README's
 "Disentanglement" section has the β comparison and the other objectives.

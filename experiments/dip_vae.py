@@ -12,10 +12,10 @@ Arguments (checked against `ARGS`): `quick`, `type=i|ii` (default i), `lambda_od
 10), `steps=N` (default 0: 300k, or 600 with `quick`); for the sweep `seeds=N` (default 5).
 
 Runtime and expected result: the full 300k steps take about 11 hours of training on a 2-core
-CPU. The quick run (type i, λ_od = 10, λ_d = 100) (measured: seed 0, 2-core CPU, no other job)
-takes 2 min 49 s in all, metrics included, and ends at -ELBO 109.38 nats (KL 22.06) on 1,000 of
-the 10,000 held-out factor combinations, 10 of 10 units active; BetaVAE 0.746, FactorVAE 0.450,
-MIG 0.019, DCI D 0.029, SAP 0.011.
+CPU. The quick run (type i, λ_od = 10, λ_d = 100) (measured: seed 0, 2-core AMD EPYC VM in a
+slow hour, no other job, 2026-12-03; the README's family table) takes 2 min 31 s in all,
+metrics included, and ends at -ELBO 108.05 nats (KL 22.51) on 1,000 of the 10,000 held-out
+factor combinations, 10 of 10 units active; BetaVAE 0.722, FactorVAE 0.534, MIG 0.021, DCI D 0.025, SAP 0.017.
 """
 
 from vae_jax.configs import DSPRITES_ARGS, dsprites_config, parse_arg

@@ -16,7 +16,8 @@ Tried against these and not kept (2-core CPU, batch 64, the β-VAE's layers; one
 numbers in the issue's note): a convolution as one matrix multiplication of its input's
 patches (im2col: kh·kw strided slices concatenated, then dot_general) is several times slower
 here, because XLA:CPU copies the patches slowly; a transposed convolution as one matmul plus an
-overlap-add of its 16 taps loses to torch's ConvTranspose2d on the 16×16×32 -> 32×32×32 layer.
+overlap-add of its 16 taps is 4-8× slower than the per-phase convolutions on the layers of 32
+output channels (`python benchmarks/upsampling.py`), so only the last layer takes it.
 The conv step's speed-up on CPU comes from XLA flags instead (`xla_setup.CPU_FLAGS`, and the
 β-VAE family's `config.xla_cpu_flags`: `xla_setup.BETA_VAE_CPU_FLAGS`).
 """
