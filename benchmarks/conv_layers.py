@@ -3,6 +3,7 @@ and PyTorch, and the whole encoder's forward throughput by images per call.
 
     python benchmarks/conv_layers.py           # 5 rounds: about 2 minutes on a 2-core CPU
     python benchmarks/conv_layers.py --quick   # 3 rounds
+    python benchmarks/conv_layers.py --beta_vae_flags   # with the β-VAE family's XLA:CPU flags
 
 Part 1, the encoder's four 4×4 stride-2 convolutions (batch 64; bias and ReLU left out):
 forward and forward+backward ms of `vae_jax.convolution.Conv`'s function (`strided_conv`: its
@@ -10,13 +11,14 @@ input gradient through space-to-depth, and its forward pass too below
 `S2D_FORWARD_CHANNELS` input channels), of `lax.conv_general_dilated`, and of PyTorch's Conv2d
 if PyTorch is installed. The first layer's input gradient is never needed (it is the data), so
 none is taken there. Part 2: images/s of the jitted encoder (`experiments/beta_vae.py`'s model,
-its posterior means) in calls of 64 to 1,024 images, as the disentanglement metrics call it
+its posterior means) in calls of 64 to 2,048 images, as the disentanglement metrics call it
 (`vae_jax.evaluate.factor_report.ENCODE_BATCH`), and the same for the MLP encoder of
 `experiments/vae.py`. Rounds alternate the formulations; medians.
 """
 
 import argparse
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -29,7 +31,7 @@ import numpy as np
 from jax import lax
 
 from timing import load_warning, measure
-from vae_jax import convolution
+from vae_jax import convolution, xla_setup
 from vae_jax.model_fns import build as build_model_fns
 
 try:
@@ -110,12 +112,17 @@ def encoder_runners(filename, shape, batches):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--quick', action='store_true', help='3 rounds of ~0.2 s blocks')
+    parser.add_argument('--beta_vae_flags', action='store_true',
+                        help="the β-VAE family's XLA:CPU flags (xla_setup.BETA_VAE_CPU_FLAGS), "
+                             'which its training process, and so its metrics, run with')
     args = parser.parse_args()
+    if args.beta_vae_flags:
+        xla_setup.apply_config_flags(xla_setup.BETA_VAE_CPU_FLAGS)  # before JAX starts
     rounds, block_s = (3, 0.2) if args.quick else (5, 0.4)
     loads = []
     print(f'jax {jax.__version__} ({jax.devices()[0].platform})'
           + (f', torch {torch.__version__} ({torch.get_num_threads()} threads)' if torch else '')
-          + f', {rounds} rounds')
+          + f', {rounds} rounds; XLA_FLAGS: {os.environ.get("XLA_FLAGS", "")}')
     print('\n| layer (batch 64, 4×4 stride 2) | formulation | fwd ms | fwd+bwd ms |')
     print('|---|---|---|---|')
     for i, (h, c_in, c_out) in enumerate(LAYERS):
@@ -130,7 +137,7 @@ def main():
     print('\n| encoder | images per call | images/s |')
     print('|---|---|---|')
     for filename, shape in (('beta_vae.py', (64, 64, 1)), ('vae.py', (28, 28, 1))):
-        med = measure(encoder_runners(filename, shape, (64, 128, 256, 1024)), rounds, block_s,
+        med = measure(encoder_runners(filename, shape, (64, 128, 256, 512, 1024, 2048)), rounds, block_s,
                       loads)
         for b, s in med.items():
             print(f'| {filename} | {b} | {b / s:,.0f} |', flush=True)
