@@ -137,8 +137,8 @@ def main():
     print('\n| encoder | images per call | images/s |')
     print('|---|---|---|')
     for filename, shape in (('beta_vae.py', (64, 64, 1)), ('vae.py', (28, 28, 1))):
-        med = measure(encoder_runners(filename, shape, (64, 128, 256, 512, 1024, 2048)), rounds, block_s,
-                      loads)
+        batches = (64, 128, 256, 512, 1024, 2048)
+        med = measure(encoder_runners(filename, shape, batches), rounds, block_s, loads)
         for b, s in med.items():
             print(f'| {filename} | {b} | {b / s:,.0f} |', flush=True)
     if warning := load_warning(loads):

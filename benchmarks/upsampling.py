@@ -14,6 +14,9 @@ p=1)) from [b, h, w, c_in] to [b, 2h, 2w, c_out]:
                        the above
   phases 2x2 VALID     the same with the input padded by jnp.pad and a VALID convolution, for
                        which XLA:CPU picks other kernels (faster or slower, by shape)
+  per-phase convolutions  four 2×2 convolutions, one per output phase, interleaved
+                       (convolution._upsample_conv_phases; what TransposedConvUpsample runs on
+                       CPU from 4 output channels up)
   matmul + overlap-add one matmul of the input to every tap's contribution, then each 2×2
                        block of output pixels sums its shifted taps (convolution.
                        _upsample_conv_blocks; what TransposedConvUpsample runs on CPU below
@@ -22,8 +25,8 @@ p=1)) from [b, h, w, c_in] to [b, 2h, 2w, c_out]:
                        a superset of the layer with 9/4 of its multiply-adds
                        (model.upsample='subpixel', vae_jax's decoder before 'transposed')
   TransposedConvUpsample  vae_jax.models (model.upsample='transposed', the default): the
-                       layer itself, on CPU as four 2×2 convolutions, one per output phase,
-                       or below 4 output channels as the matmul + overlap-add
+                       layer itself, on CPU the per-phase convolutions, or below 4 output
+                       channels the matmul + overlap-add
   torch (reference)    torch.nn.ConvTranspose2d, if PyTorch is installed
 
 Rounds alternate the formulations, each block after waiting (up to 3 s) for other processes to
@@ -47,7 +50,7 @@ from jax import lax
 
 from timing import load_warning, measure
 from vae_jax import xla_setup
-from vae_jax.convolution import _upsample_conv_blocks
+from vae_jax.convolution import _upsample_conv_blocks, _upsample_conv_phases
 from vae_jax.models import SubPixelUpsample, TransposedConvUpsample
 
 try:
@@ -105,6 +108,7 @@ def jax_layers(c_out):
             'lax lhs_dilation': explicit(convT_lhs_dilation),
             'phases 2x2 pad=1': explicit(convT_phases),
             'phases 2x2 VALID': explicit(functools.partial(convT_phases, pad_first=True)),
+            'per-phase convolutions': explicit(lambda x, w, b: _upsample_conv_phases(x, w) + b),
             'matmul + overlap-add': explicit(lambda x, w, b: _upsample_conv_blocks(x, w) + b),
             'SubPixelUpsample': (subpixel.init, subpixel.apply),
             'TransposedConvUpsample': (transposed.init, transposed.apply)}

@@ -16,7 +16,7 @@ Tried against these and not kept (2-core CPU, batch 64, the β-VAE's layers; one
 numbers in the issue's note): a convolution as one matrix multiplication of its input's
 patches (im2col: kh·kw strided slices concatenated, then dot_general) is several times slower
 here, because XLA:CPU copies the patches slowly; a transposed convolution as one matmul plus an
-overlap-add of its 16 taps is 4-8× slower than the per-phase convolutions on the layers of 32
+overlap-add of its 16 taps is 3-8× slower than the per-phase convolutions on the layers of 32
 output channels (`python benchmarks/upsampling.py`), so only the last layer takes it.
 The conv step's speed-up on CPU comes from XLA flags instead (`xla_setup.CPU_FLAGS`, and the
 β-VAE family's `config.xla_cpu_flags`: `xla_setup.BETA_VAE_CPU_FLAGS`).
@@ -207,9 +207,10 @@ def _upsample_conv_blocks(x, kernel):
 
 # With fewer output channels than this, `upsample_conv` on CPU is `_upsample_conv_blocks`,
 # otherwise the per-phase convolutions. With the β-VAE step's flags, the decoder's last layer
-# (32×32×32 -> 64×64×1, batch 64) takes 9.3 ms forward and backward against 16.7-20.7 as
-# per-phase convolutions (PyTorch's ConvTranspose2d: 13.9); layers of 32 output channels were
-# 4-8× slower as blocks (`python benchmarks/upsampling.py --quick --beta_vae_flags`, 2026-12-03).
+# (32×32×32 -> 64×64×1, batch 64) takes 3.9 ms forward and 8.5 ms for its gradients against
+# 12.7 and 12.4 as per-phase convolutions (PyTorch's ConvTranspose2d: 9.2 and 12.5); layers of
+# 32 output channels were 3-8× slower as blocks (`python benchmarks/upsampling.py --quick
+# --beta_vae_flags`, 2026-12-03).
 BLOCKS_CHANNELS = 4
 
 

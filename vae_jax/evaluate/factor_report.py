@@ -33,8 +33,8 @@ CHUNK = 1024
 # 288,000 (`python benchmarks/conv_layers.py`); accelerators take the larger calls. Since
 # malloc's arena limit (`allocator`), with the β-VAE's flags, calls of 512 ran 8,941 images/s
 # against 7,836 in calls of 128 (`conv_layers.py --quick --beta_vae_flags`, 2026-12-03), but
-# the quick β-VAE run's five metrics took 53.5 and 59.9 s in calls of 512 against 63.7 and
-# 50.1 s in calls of 128, alternating, with equal scores: no measurable gain, so 128 stays.
+# a one-off alternating comparison of the quick β-VAE run's five metrics (in the note)
+# showed no gain beyond its noise, so 128 stays.
 ENCODE_BATCH = {'cpu_conv': 128, 'other': 1024}
 
 
