@@ -7,10 +7,16 @@ run's encoder (`--workdir`, adds the encoder's cost):
     python benchmarks/disentanglement_metrics.py                      # random projection
     python benchmarks/disentanglement_metrics.py --workdir runs/bq    # a trained model
     python benchmarks/disentanglement_metrics.py --scale 0.1          # the `quick` sizes
+    python benchmarks/disentanglement_metrics.py --workdir runs/bq --scale 0.1 --memo both
+
+`--memo both` runs the metrics with each factor combination encoded once (`compute_metrics`'
+default, `sampling.memoize`) and with every draw encoded, alternating for `--rounds`, prints
+both tables with the medians, and checks that the two give the same scores.
 """
 
 import argparse
 import os
+import statistics
 import sys
 from pathlib import Path
 
@@ -36,6 +42,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--workdir', default=None, help='a trained dSprites run')
     parser.add_argument('--scale', type=float, default=1.0, help='fraction of the sample sizes')
+    parser.add_argument('--memo', choices=('both', 'on', 'off'), default='on',
+                        help='encode each combination once (on), every draw (off), or both')
+    parser.add_argument('--rounds', type=int, default=1, help='alternating rounds')
+    parser.add_argument('--metrics', default=','.join(METRIC_NAMES),
+                        help='comma-separated subset of ' + ', '.join(METRIC_NAMES))
     args = parser.parse_args()
     logging.set_verbosity(logging.WARNING)
     if args.workdir:
@@ -47,15 +58,39 @@ def main():
         represent, what = random_projection(), 'random projection of the pixels'
     sizes = dict(num_train=int(10_000 * args.scale), num_test=int(5_000 * args.scale),
                  num_variance_estimate=int(10_000 * args.scale))
-    results = compute_metrics(DSpritesSource(), represent, METRIC_NAMES,
-                              n_jobs=os.cpu_count() or 1, progress=lambda line: None, **sizes)
-    print(f'procedural dSprites, {what}; {sizes}; {os.cpu_count()} cores')
-    print('| metric | wall time (s) | score |')
-    print('|---|---|---|')
-    for name in METRIC_NAMES:
-        r = results[name]
-        print(f'| {name} | {r["wall_time_s"]:.1f} | {HEADLINE[name]} {r[HEADLINE[name]]:.3f} |')
-
+    names = tuple(args.metrics.split(','))
+    sides = {'both': (True, False), 'on': (True,), 'off': (False,)}[args.memo]
+    times = {side: {name: [] for name in (*names, 'all')} for side in sides}
+    scores = {}
+    lines = []
+    for _ in range(args.rounds):
+        for memo in sides:
+            results = compute_metrics(DSpritesSource(), represent, names, memoize=memo,
+                                      n_jobs=os.cpu_count() or 1, progress=lines.append, **sizes)
+            for name in names:
+                times[memo][name].append(results[name]['wall_time_s'])
+            times[memo]['all'].append(sum(r['wall_time_s'] for r in results.values()))
+            scores.setdefault(memo, {n: {k: v for k, v in results[n].items() if k != 'wall_time_s'}
+                                     for n in names})  # every number but the times
+    print(f'procedural dSprites, {what}; {sizes}; {os.cpu_count()} cores; {args.rounds} rounds')
+    memo_lines = [line for line in lines if line.startswith('encoded ')]
+    if memo_lines:
+        print(memo_lines[0])
+    head = ' | '.join(f'{"memoized" if m else "every draw"} s (median, min-max)' for m in sides)
+    print(f'| metric | {head} | score |')
+    print('|---|' + '---|' * len(sides) + '---|')
+    for name in (*names, 'all'):
+        cells = ' | '.join(f'{statistics.median(times[m][name]):.1f} '
+                           f'({min(times[m][name]):.1f}-{max(times[m][name]):.1f})'
+                           for m in sides)
+        head = HEADLINE.get(name)
+        score = f'{head} {scores[sides[0]][name][head]:.3f}' if head else ''
+        print(f'| {name} | {cells} | {score} |')
+    if len(sides) == 2:
+        same = scores[True] == scores[False]
+        ratio = statistics.median(times[False]['all']) / statistics.median(times[True]['all'])
+        print(f'every draw / memoized (all metrics, medians): {ratio:.2f}x; '
+              f'{"every result identical" if same else "results DIFFER"}')
 
 if __name__ == '__main__':
     main()

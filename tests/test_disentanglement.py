@@ -232,6 +232,61 @@ def test_encode_groups_chunks_and_progress():
 SMALL = dict(num_train=300, num_test=150, batch_size=16, num_variance_estimate=300)
 
 
+class UniqueToy(Toy):
+    """Toy with the declaration that each factor combination has one observation."""
+    unique_observations = True
+
+
+def test_memoized_encodes_each_combination_once_with_the_same_codes():
+    gt, calls = UniqueToy((3, 4, 5)), []
+    weights = np.random.default_rng(1).normal(size=(3, 2))
+
+    def represent(x):
+        calls.append(len(x))
+        return np.tanh(x @ weights)
+
+    memo = sampling.memoize(gt, represent)
+    assert isinstance(memo, sampling.Memoized)
+    rng = np.random.default_rng(0)
+    factors = gt.sample_factors(40 * 6, rng).reshape(40, 6, 3)  # 240 draws of 60 combinations
+    var = lambda c: np.var(c, axis=1)
+    plain = sampling.encode_groups(gt, represent, factors, None, var, chunk=16)
+    calls.clear()
+    once = sampling.encode_groups(gt, memo, factors, None, var, chunk=16)
+    np.testing.assert_array_equal(once, plain)
+    distinct = len(np.unique(np.ravel_multi_index(tuple(factors.reshape(-1, 3).T), (3, 4, 5))))
+    assert sum(calls) == distinct == memo.encoded < memo.requested == 240
+    assert max(calls) <= 16
+    # A second pass draws nothing new: no encoder calls, the same codes.
+    calls.clear()
+    np.testing.assert_array_equal(sampling.encode_groups(gt, memo, factors, None, var, chunk=16),
+                                  plain)
+    assert calls == [] and memo.encoded == distinct
+    # Called on observations it is the representation itself.
+    x = gt.sample_observations_from_factors(factors[0], None)
+    np.testing.assert_array_equal(memo(x), represent(x))
+
+
+def test_memoize_applies_only_to_one_observation_per_combination():
+    represent = REPS['identity']
+    assert sampling.memoize(Toy(), represent) is represent  # no declaration
+    huge = UniqueToy((2048, 2048, 2))  # more combinations than MEMO_MAX_COMBINATIONS
+    assert sampling.memoize(huge, represent) is represent
+
+
+def test_compute_metrics_memoized_or_not_gives_the_same_results():
+    gt, rep = UniqueToy(), REPS['rotation']
+    lines = []
+    names = ('beta_vae', 'factor_vae', 'mig', 'sap')  # DCI samples its codes as SAP does
+    memo = dis.compute_metrics(gt, rep, names, seed=3, progress=lines.append, **SMALL)
+    every = dis.compute_metrics(gt, rep, names, seed=3, progress=lambda line: None,
+                                memoize=False, **SMALL)
+    drop = lambda r: {m: {k: v for k, v in d.items() if k != 'wall_time_s'} for m, d in r.items()}
+    assert drop(memo) == drop(every)
+    [line] = [line for line in lines if line.startswith('encoded ')]
+    assert line.endswith('the metrics drew')
+
+
 def test_compute_metrics_deterministic_and_independent_of_other_metrics():
     gt, rep = Toy(), REPS['rotation']
     lines = []
@@ -278,3 +333,31 @@ def test_factors_are_fitted_largest_first_and_returned_in_their_own_order():
     assert [line.split(' (')[0] for line in lines] == [
         'dci: random_forest fitted for factor 2/3', 'dci: random_forest fitted for factor 3/3',
         'dci: random_forest fitted for factor 1/3']
+
+
+def test_memoized_conv_encoder_on_dsprites_gives_the_codes_of_every_draw():
+    # The memo assumes an observation's code does not depend on which others share its
+    # encoder call: checked on the family's conv encoder, jitted in calls of ENCODE_BATCH.
+    import jax
+    import jax.numpy as jnp
+
+    from vae_jax import model_fns
+    from vae_jax.configs import dsprites_config
+    from vae_jax.data.dsprites import DSpritesSource
+    from vae_jax.evaluate.factor_report import representation_function
+
+    fns = model_fns.build(dsprites_config(quick=True).model, (64, 64, 1), 0)
+    params = fns.module.init(jax.random.key(0), jnp.zeros((1, 64, 64, 1)))['params']
+    represent = representation_function(fns, params)
+    gt, names = DSpritesSource(), ('mig', 'sap')
+    sizes = dict(num_train=200, num_test=100, progress=None)
+    memo = dis.compute_metrics(gt, represent, names, seed=1, **sizes)
+    every = dis.compute_metrics(gt, represent, names, seed=1, memoize=False, **sizes)
+    assert memo['sap']['score_matrix'] == every['sap']['score_matrix']
+    assert memo['mig']['mig'] == every['mig']['mig']
+    # The same draws in another order and batch composition: the same codes, bit for bit.
+    factors = gt.sample_factors(300, np.random.default_rng(2))
+    codes = sampling.memoize(gt, represent).codes_of(np.concatenate([factors[::-1], factors]),
+                                                      chunk=1024)
+    np.testing.assert_array_equal(codes[300:], represent(gt.sample_observations_from_factors(
+        factors, None)))

@@ -152,6 +152,7 @@ class DSpritesSource:
     num_classes = len(SHAPES)
     factor_names = FACTOR_NAMES
     factor_sizes = _SIZES
+    unique_observations = True  # one image per factor combination
 
     def __repr__(self):
         return 'DSpritesSource()'

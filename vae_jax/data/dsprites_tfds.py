@@ -72,6 +72,7 @@ class DSpritesTfdsSource:
     num_classes = len(dsprites.SHAPES)
     factor_names = dsprites.FACTOR_NAMES
     factor_sizes = dsprites.factor_sizes()
+    unique_observations = True  # one image per factor combination
 
     def __init__(self, data_dir=None, split='train'):
         import tensorflow_datasets as tfds  # Slow to import; only needed here.

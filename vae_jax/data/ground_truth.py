@@ -22,6 +22,8 @@ class GroundTruthData(Protocol):
 
     factor_names: tuple[str, ...]
     factor_sizes: tuple[int, ...]
+    # Optional, not checked by isinstance: ``unique_observations = True`` where each factor
+    # combination has exactly one observation, so the metrics encode it once per evaluation.
 
     def sample_factors(self, num: int, rng: np.random.Generator) -> np.ndarray:
         """int ``[num, F]``: factor ``f`` uniform over ``range(factor_sizes[f])``, independently."""
