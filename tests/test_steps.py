@@ -182,3 +182,21 @@ def test_jitted_initialisation_is_the_eager_one_bit_for_bit(model):
     for a, b in zip(got, want):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
         assert np.asarray(a).dtype == np.asarray(b).dtype
+
+
+def test_factor_vae_discriminator_jitted_initialisation_is_the_eager_one():
+    from flax.training import train_state
+
+    from vae_jax.objectives import factor_vae
+    c = _config('mlp')
+    c.objective.name = 'factor_vae'
+    key = jax.random.key(5)
+    disc = factor_vae.init(key, c)
+    module = factor_vae.Discriminator(tuple(c.discriminator.hidden))
+    params = module.init(key, jnp.zeros((1, c.model.latents)))['params']
+    eager = train_state.TrainState.create(apply_fn=module.apply, params=params, tx=disc.tx)
+    got, want = jax.tree.leaves(disc), jax.tree.leaves(eager)
+    assert disc.step == 0 and len(got) == len(want) > 4
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        assert np.asarray(a).dtype == np.asarray(b).dtype

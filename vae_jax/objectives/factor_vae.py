@@ -81,12 +81,18 @@ def loss(params, x, y, keys, ctx):
 
 
 def init(key: jax.Array, config) -> train_state.TrainState:
-    """The discriminator `config.discriminator` describes, with its own Adam."""
+    """The discriminator `config.discriminator` describes, with its own Adam (initialised under
+    one jit, as `steps.create_train_state` does the model: the same values as eagerly)."""
     c = config.discriminator
     module = Discriminator(tuple(c.hidden))
-    params = module.init(key, jnp.zeros((1, config.model.latents), jnp.float32))['params']
-    return train_state.TrainState.create(
-        apply_fn=module.apply, params=params, tx=optax.adam(c.learning_rate, b1=c.b1, b2=c.b2))
+    tx = optax.adam(c.learning_rate, b1=c.b1, b2=c.b2)
+
+    def create(key):
+        params = module.init(key, jnp.zeros((1, config.model.latents), jnp.float32))['params']
+        return params, tx.init(params)
+    params, opt_state = jax.jit(create)(key)
+    return train_state.TrainState(step=0, apply_fn=module.apply, params=params, tx=tx,
+                                  opt_state=opt_state)
 
 
 def grads(disc: train_state.TrainState, z: jax.Array, perm_key: jax.Array,
