@@ -76,7 +76,7 @@ def train(key: jax.Array, images: np.ndarray, labels: np.ndarray, *, num_classes
       The parameters.
     """
     init_key, data_key = jax.random.split(key)
-    params = Net(num_classes).init(init_key, jnp.zeros((1, *images.shape[1:])))['params']
+    params = jax.jit(Net(num_classes).init)(init_key, jnp.zeros((1, *images.shape[1:])))['params']
     return _fit(params, data_key, jnp.asarray(images, jnp.float32),
                 jnp.asarray(labels, jnp.int32), num_classes=num_classes, steps=steps,
                 batch_size=batch_size, learning_rate=learning_rate, weight_decay=weight_decay)
@@ -149,8 +149,8 @@ def feature_extractor(data_config) -> tuple[Any, dict]:
     path = cache_dir() / f'{cache_name(data_config)}.msgpack'
     info_path = path.with_suffix('.json')
     train_source, test_source = data_sources(data_config)
-    template = Net(train_source.num_classes).init(
-        jax.random.key(0), jnp.zeros((1, *train_source.example_shape)))['params']
+    template = jax.eval_shape(Net(train_source.num_classes).init, jax.random.key(0),  # shapes
+                              jnp.zeros((1, *train_source.example_shape)))['params']
     if path.is_file() and info_path.is_file():
         try:
             return (serialization.from_bytes(template, path.read_bytes()),
