@@ -76,11 +76,17 @@ def main():
                 for form in (FORMS if r % 2 == 0 else FORMS[::-1]):
                     out = f'{tmp}/{name}_{form}.npz'
                     proc = subprocess.run([sys.executable, __file__, '--child', form, name, out],
-                                          env=env, capture_output=True, text=True, check=True)
+                                          env=env, capture_output=True, text=True)
+                    if proc.returncode:
+                        sys.exit(f'error: {name} ({form}) failed:\n{proc.stderr}')
                     seconds = float(proc.stdout.split('seconds ')[-1])
                     times[name, form].append(seconds)
-                jit, eager = (np.load(f'{tmp}/{name}_{f}.npz') for f in FORMS)
-                if not all(np.array_equal(jit[k], eager[k]) for k in jit.files):
+                with np.load(f'{tmp}/{name}_jit.npz') as jit, \
+                        np.load(f'{tmp}/{name}_eager.npz') as eager:
+                    same = jit.files == eager.files and all(
+                        np.array_equal(jit[k], eager[k]) and jit[k].dtype == eager[k].dtype
+                        for k in jit.files)
+                if not same:
                     sys.exit(f'error: {name}: the jitted and eager initialisations differ')
     print(f'init of a train state, fresh processes, {args.rounds} rounds (the first fills the '
           f'compilation cache); {os.cpu_count()} cores; values bit-identical in every round')

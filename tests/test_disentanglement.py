@@ -250,16 +250,16 @@ def test_memoized_encodes_each_combination_once_with_the_same_codes():
     rng = np.random.default_rng(0)
     factors = gt.sample_factors(40 * 6, rng).reshape(40, 6, 3)  # 240 draws of 60 combinations
     var = lambda c: np.var(c, axis=1)
-    plain = sampling.encode_groups(gt, represent, factors, None, var, chunk=16)
+    plain = sampling.encode_groups(gt, represent, factors, None, var, chunk=4)
     calls.clear()
-    once = sampling.encode_groups(gt, memo, factors, None, var, chunk=16)
+    once = sampling.encode_groups(gt, memo, factors, None, var, chunk=4)
     np.testing.assert_array_equal(once, plain)
     distinct = len(np.unique(np.ravel_multi_index(tuple(factors.reshape(-1, 3).T), (3, 4, 5))))
     assert sum(calls) == distinct == memo.encoded < memo.requested == 240
-    assert max(calls) <= 16
+    assert max(calls) == 4  # a group of 6 with more than 4 unseen is encoded in two calls
     # A second pass draws nothing new: no encoder calls, the same codes.
     calls.clear()
-    np.testing.assert_array_equal(sampling.encode_groups(gt, memo, factors, None, var, chunk=16),
+    np.testing.assert_array_equal(sampling.encode_groups(gt, memo, factors, None, var, chunk=4),
                                   plain)
     assert calls == [] and memo.encoded == distinct
     # Called on observations it is the representation itself.
@@ -267,11 +267,23 @@ def test_memoized_encodes_each_combination_once_with_the_same_codes():
     np.testing.assert_array_equal(memo(x), represent(x))
 
 
-def test_memoize_applies_only_to_one_observation_per_combination():
+def test_memoize_applies_only_to_one_observation_per_combination(monkeypatch):
     represent = REPS['identity']
     assert sampling.memoize(Toy(), represent) is represent  # no declaration
-    huge = UniqueToy((2048, 2048, 2))  # more combinations than MEMO_MAX_COMBINATIONS
-    assert sampling.memoize(huge, represent) is represent
+    gt = UniqueToy()
+    with pytest.raises(ValueError, match='another ground truth'):
+        sampling.encode_groups(Toy(), sampling.memoize(gt, represent),
+                               np.zeros((1, 1, 5), np.int64), None, lambda c: c[:, 0])
+    # A table of codes over MEMO_MAX_BYTES is not kept: every draw is encoded, the same codes.
+    monkeypatch.setattr(sampling, 'MEMO_MAX_BYTES', 1000)
+    memo = sampling.memoize(gt, represent)
+    factors = gt.sample_factors(300, np.random.default_rng(0)).reshape(50, 6, 5)
+    var = lambda c: np.var(c, axis=1)
+    for _ in range(2):
+        np.testing.assert_array_equal(
+            sampling.encode_groups(gt, memo, factors, None, var, chunk=16),
+            sampling.encode_groups(gt, represent, factors, None, var, chunk=16))
+    assert memo.too_large and memo.table is None and memo.encoded == memo.requested == 600
 
 
 def test_compute_metrics_memoized_or_not_gives_the_same_results():

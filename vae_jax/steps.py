@@ -64,9 +64,9 @@ def create_train_state(key: jax.Array, fns: ModelFns, tx: optax.GradientTransfor
     """Initialises parameters from `key` with a batch of one example of `example_shape`.
 
     Under one `jit`: one program instead of one per initializer op, the same values bit for bit
-    (`tests/test_steps.py`). With warm caches the conv β-VAE's takes 0.45 s instead of 1.25,
-    the MLP's 0.16 instead of 0.51 (`python benchmarks/init_speed.py`, 2026-12-03, a 2-core
-    AMD EPYC VM).
+    on XLA:CPU (`tests/test_steps.py`). With warm caches the conv β-VAE's takes 0.45 s instead
+    of 1.25, the MLP's 0.16 instead of 0.51 (`python benchmarks/init_speed.py`, 2026-12-03, a
+    2-core AMD EPYC VM).
     """
     def create(key):
         x = jnp.zeros((1, *example_shape), jnp.float32)

@@ -106,9 +106,10 @@ def train_m2(key, labelled_x, labelled_y, unlabelled_x, *, num_classes: int, ste
     classifier = Classifier((hidden,), num_classes)
     k_vae, k_clf, k_data = jax.random.split(key, 3)
     x0 = jnp.zeros((1, *shape))
-    params = jax.jit(lambda k_vae, k_clf: {  # one program, the eager init's values
-        'vae': fns.module.init(k_vae, x0, jnp.zeros((1,), jnp.int32))['params'],
-        'classifier': classifier.init(k_clf, x0)['params']})(k_vae, k_clf)
+    def init(vae_key, classifier_key):  # one program, the eager init's values
+        return {'vae': fns.module.init(vae_key, x0, jnp.zeros((1,), jnp.int32))['params'],
+                'classifier': classifier.init(classifier_key, x0)['params']}
+    params = jax.jit(init)(k_vae, k_clf)
     opt = optax.adam(learning_rate)
     loss_fn = functools.partial(m2_loss, fns=fns, classifier=classifier,
                                 num_classes=num_classes, alpha=alpha)

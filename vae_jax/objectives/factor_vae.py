@@ -82,7 +82,8 @@ def loss(params, x, y, keys, ctx):
 
 def init(key: jax.Array, config) -> train_state.TrainState:
     """The discriminator `config.discriminator` describes, with its own Adam (initialised under
-    one jit, as `steps.create_train_state` does the model: the same values as eagerly)."""
+    one jit, as `steps.create_train_state` does the model: on XLA:CPU the same values as
+    eagerly, tests/test_steps.py)."""
     c = config.discriminator
     module = Discriminator(tuple(c.hidden))
     tx = optax.adam(c.learning_rate, b1=c.b1, b2=c.b2)

@@ -74,7 +74,9 @@ def compute_metrics(ground_truth: GroundTruthData, represent: sampling.Represent
       dci_model: 'gbt' (the protocol) or 'random_forest' (faster, not comparable).
       n_jobs: DCI factors fitted in parallel.
       memoize: encode each factor combination once for all the metrics, where the ground truth
-        has one observation per combination (`sampling.memoize`); False encodes every draw.
+        has one observation per combination (`sampling.memoize`; `represent` must then be
+        deterministic); False encodes every draw. With it a metric's ``wall_time_s`` depends
+        on the metrics before it, which filled the memo.
 
     Returns:
       {name: that metric's dict (python floats, ints and lists: JSON-serialisable) with

@@ -8,7 +8,8 @@ only through the `GroundTruthData` protocol below.
 The BetaVAE and FactorVAE scores need ~10^6 observations at the default sizes, so the work is
 vectorised: every factor vector a metric needs is sampled up front (cheap integers), then
 observations are rendered and encoded `chunk` at a time and reduced at once to the per-point
-feature (e.g. a per-batch variance), so memory is O(chunk + points x d), never O(observations).
+feature (e.g. a per-batch variance), so memory is O(chunk + points x d), never O(observations);
+where `compute_metrics` memoizes the codes (`memoize`), also O(factor combinations x d).
 
 Randomness is explicit: every function takes a ``np.random.Generator``; `metric_rng` derives one
 per (seed, metric name), so a metric's result does not depend on which others are computed.
@@ -66,6 +67,8 @@ def encode_groups(ground_truth: GroundTruthData, represent: Represent, factors: 
     """Renders, encodes and reduces groups of observations, at most `chunk` per `represent` call.
 
     Args:
+      represent: observations -> codes; a `Memoized` one (of this `ground_truth`) encodes only
+        the combinations it has not seen, and ``rng`` is then unused.
       factors: int ``[n, g, F]``: n groups ("points") of g factor vectors each.
       reduce: codes float64 ``[m, g, d]`` -> ``[m, ...]``: one group's feature, e.g. its
         per-code variance (FactorVAE score) or ``codes[:, 0]`` when g == 1.
@@ -77,6 +80,9 @@ def encode_groups(ground_truth: GroundTruthData, represent: Represent, factors: 
     Returns:
       ``[n, ...]``: ``reduce`` of every group, in order.
     """
+    memoized = isinstance(represent, Memoized)
+    if memoized and represent.ground_truth is not ground_truth:
+        raise ValueError('represent is memoized for another ground truth')
     n, g, num_factors = factors.shape
     per_step = max(1, chunk // g)
     out = []
@@ -84,7 +90,7 @@ def encode_groups(ground_truth: GroundTruthData, represent: Represent, factors: 
     next_report = 0.1
     for lo in range(0, n, per_step):
         flat = factors[lo:lo + per_step].reshape(-1, num_factors)
-        if isinstance(represent, Memoized):
+        if memoized:
             codes = represent.codes_of(flat, chunk)
         else:
             codes = _render_and_encode(ground_truth, represent, flat, rng, chunk)
@@ -128,8 +134,9 @@ def _render_and_encode(ground_truth: GroundTruthData, represent: Represent, fact
     return np.concatenate(codes)
 
 
-# The largest factor grid `memoize` keeps one code row per combination of (MPI3D has 1.04M).
-MEMO_MAX_COMBINATIONS = 1 << 22
+# The most memory `Memoized` gives its table of codes (float64, a row per factor combination):
+# beyond it, it encodes every draw.
+MEMO_MAX_BYTES = 1 << 30
 
 
 class Memoized:
@@ -139,13 +146,15 @@ class Memoized:
     the code of a combination is a function of the combination: the metrics' draws repeat
     combinations (disentanglement_lib's sample sizes draw ~2.9M observations from dSprites'
     737,280), and `encode_groups` reads those codes back instead of rendering and encoding the
-    observation again. Codes are kept as float64 ``[combinations, d]``, with a row per
-    combination of the grid (59 MB for dSprites at d = 10).
+    observation again. Codes are kept as float64 ``[combinations, d]``, a row per combination
+    of the grid (59 MB for dSprites at d = 10); a table over `MEMO_MAX_BYTES` is not kept, and
+    every draw is encoded.
 
-    Called with observations it is `represent` itself. The codes are the same as without it as
-    long as `represent` encodes an observation the same whichever others share its call (checked
-    bit for bit for the conv encoder of `factor_report.representation_function` in
-    tests/test_disentanglement.py).
+    Called with observations it is `represent` itself. The codes are the same as without it
+    when `represent` is deterministic (a posterior mean, not a sample: a sampling `represent`
+    would give every repeat the same sample) and encodes an observation the same whichever
+    others share its call (checked bit for bit for the conv encoder of
+    `factor_report.representation_function` in tests/test_disentanglement.py).
     """
 
     def __init__(self, ground_truth: GroundTruthData, represent: Represent):
@@ -153,6 +162,7 @@ class Memoized:
         self.sizes = tuple(int(s) for s in ground_truth.factor_sizes)
         self.known = np.zeros(int(np.prod(self.sizes)), bool)
         self.table: np.ndarray | None = None  # float64 [combinations, d], at the first codes
+        self.too_large = False  # the table would exceed MEMO_MAX_BYTES: encode every draw
         self.requested = self.encoded = 0
 
     def __call__(self, observations: np.ndarray) -> np.ndarray:
@@ -161,26 +171,31 @@ class Memoized:
     def codes_of(self, factors: np.ndarray, chunk: int) -> np.ndarray:
         """int ``[n, F]`` -> float64 ``[n, d]``; encodes the combinations not seen before,
         `chunk` per `represent` call, in the order of the grid."""
+        self.requested += len(factors)
+        if self.too_large:
+            self.encoded += len(factors)
+            return _render_and_encode(self.ground_truth, self.represent, factors, None, chunk)
         index = np.ravel_multi_index(tuple(np.asarray(factors, np.int64).T), self.sizes)
-        new, first = np.unique(index[~self.known[index]], return_index=True)
-        if len(new):
-            unseen = factors[~self.known[index]][first]
-            codes = _render_and_encode(self.ground_truth, self.represent, unseen, None, chunk)
-            if self.table is None:
-                self.table = np.empty((len(self.known), codes.shape[1]), np.float64)
-            self.table[new] = codes
-            self.known[new] = True
-        self.requested += len(index)
+        unseen = ~self.known[index]
+        new, first = np.unique(index[unseen], return_index=True)  # new: sorted, distinct
         self.encoded += len(new)
+        if not len(new):
+            return self.table[index]
+        codes = _render_and_encode(self.ground_truth, self.represent, factors[unseen][first],
+                                   None, chunk)
+        if self.table is None:  # the first call: every row is unseen
+            if len(self.known) * codes.shape[1] * 8 > MEMO_MAX_BYTES:
+                self.too_large = True
+                return codes[np.searchsorted(new, index)]
+            self.table = np.empty((len(self.known), codes.shape[1]), np.float64)
+        self.table[new] = codes
+        self.known[new] = True
         return self.table[index]
 
 
 def memoize(ground_truth: GroundTruthData, represent: Represent) -> Represent:
-    """`Memoized(ground_truth, represent)` where it applies (the ground truth declares
-    ``unique_observations`` and has at most `MEMO_MAX_COMBINATIONS` combinations), else
-    `represent` unchanged."""
-    sizes = getattr(ground_truth, 'factor_sizes', ())
-    if (getattr(ground_truth, 'unique_observations', False) and
-            0 < np.prod(sizes, dtype=np.float64) <= MEMO_MAX_COMBINATIONS):
+    """`Memoized(ground_truth, represent)` where the ground truth declares
+    ``unique_observations``, else `represent` unchanged."""
+    if getattr(ground_truth, 'unique_observations', False):
         return Memoized(ground_truth, represent)
     return represent
