@@ -274,8 +274,12 @@ def test_memoize_applies_only_to_one_observation_per_combination(monkeypatch):
     with pytest.raises(ValueError, match='another ground truth'):
         sampling.encode_groups(Toy(), sampling.memoize(gt, represent),
                                np.zeros((1, 1, 5), np.int64), None, lambda c: c[:, 0])
-    # A table of codes over MEMO_MAX_BYTES is not kept: every draw is encoded, the same codes.
-    monkeypatch.setattr(sampling, 'MEMO_MAX_BYTES', 1000)
+    # A grid whose table could not fit even at d = 1 is not memoized at all ...
+    combinations = int(np.prod(gt.factor_sizes))
+    monkeypatch.setattr(sampling, 'MEMO_MAX_BYTES', combinations * 8 - 1)
+    assert sampling.memoize(gt, represent) is represent
+    # ... and a table of these 5-dimensional codes over it is not kept: every draw is encoded.
+    monkeypatch.setattr(sampling, 'MEMO_MAX_BYTES', combinations * 8 * 2)
     memo = sampling.memoize(gt, represent)
     factors = gt.sample_factors(300, np.random.default_rng(0)).reshape(50, 6, 5)
     var = lambda c: np.var(c, axis=1)

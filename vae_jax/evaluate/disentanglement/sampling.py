@@ -195,7 +195,9 @@ class Memoized:
 
 def memoize(ground_truth: GroundTruthData, represent: Represent) -> Represent:
     """`Memoized(ground_truth, represent)` where the ground truth declares
-    ``unique_observations``, else `represent` unchanged."""
-    if getattr(ground_truth, 'unique_observations', False):
+    ``unique_observations`` and a table of one code per combination could fit in
+    `MEMO_MAX_BYTES`, else `represent` unchanged."""
+    combinations = np.prod(ground_truth.factor_sizes, dtype=np.float64)
+    if getattr(ground_truth, 'unique_observations', False) and combinations * 8 <= MEMO_MAX_BYTES:
         return Memoized(ground_truth, represent)
     return represent
