@@ -14,8 +14,9 @@ every request from its heaps; `M_ARENA_MAX` to 1, so that every thread allocates
 heap, which grows without bound (XLA:CPU runs executables on its own threads, and another
 thread's heap holds at most 64 MiB: a larger request there, e.g. the conv β-VAE step's buffers
 since its last decoder layer became a matmul, gets its own mapping again: 18,700 faults and
-50 ms of kernel time per step in a one-off measurement before this limit); and `M_TRIM_THRESHOLD` to 2 GiB, so that free keeps up to
-that much at the top of the heap instead of trimming it. Memory a process has freed then stays
+50 ms of kernel time per step in a one-off measurement before this limit); and
+`M_TRIM_THRESHOLD` to 2 GiB, so that free keeps up to that much at the top of the heap instead
+of trimming it. Memory a process has freed then stays
 mapped to it: its resident size stays near its peak, which is what a training process sizes
 for anyway. Everything in the process allocates this way, PyTorch too if it shares the process.
 

@@ -19,6 +19,7 @@ import optax
 from flax.training import train_state
 
 from vae_jax import keys as keys_lib, objectives
+from vae_jax.inits import params_and_opt_state
 from vae_jax.distributed import pmap_devices
 from vae_jax.model_fns import ModelFns
 from vae_jax.objectives.core import Context
@@ -61,19 +62,11 @@ class TrainStateV1(train_state.TrainState):
 def create_train_state(key: jax.Array, fns: ModelFns, tx: optax.GradientTransformation,
                        example_shape: Sequence[int],
                        aux: Optional[train_state.TrainState] = None) -> TrainState:
-    """Initialises parameters from `key` with a batch of one example of `example_shape`.
-
-    Under one `jit`: one program instead of one per initializer op, the same values bit for bit
-    on XLA:CPU (`tests/test_steps.py`). With warm caches the conv β-VAE's takes 0.45 s instead
-    of 1.25, the MLP's 0.16 instead of 0.51 (`python benchmarks/init_speed.py`, 2026-12-03, a
-    2-core AMD EPYC VM).
-    """
-    def create(key):
-        x = jnp.zeros((1, *example_shape), jnp.float32)
-        y = jnp.zeros((1,), jnp.int32)
-        params = fns.module.init(key, x, y if fns.conditional else None)['params']
-        return params, tx.init(params)
-    params, opt_state = jax.jit(create)(key)
+    """Initialises parameters from `key` with a batch of one example of `example_shape`, and
+    the optimizer's state, as one program (`inits.params_and_opt_state`)."""
+    x = jnp.zeros((1, *example_shape), jnp.float32)
+    y = jnp.zeros((1,), jnp.int32) if fns.conditional else None
+    params, opt_state = params_and_opt_state(fns.module, tx, key, x, y)
     return TrainState(step=0, apply_fn=fns.module.apply, params=params, tx=tx,
                       opt_state=opt_state, aux=aux)  # as TrainState.create builds it
 

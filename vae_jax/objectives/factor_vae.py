@@ -16,6 +16,7 @@ import optax
 from flax.training import train_state
 
 from vae_jax.errors import UserError
+from vae_jax.inits import params_and_opt_state
 from vae_jax.objectives.core import (Aux, Objective, elbo_metrics, elbo_terms, gather,
                                      require_gaussian_posterior)
 
@@ -81,17 +82,13 @@ def loss(params, x, y, keys, ctx):
 
 
 def init(key: jax.Array, config) -> train_state.TrainState:
-    """The discriminator `config.discriminator` describes, with its own Adam (initialised under
-    one jit, as `steps.create_train_state` does the model: on XLA:CPU the same values as
-    eagerly, tests/test_steps.py)."""
+    """The discriminator `config.discriminator` describes, with its own Adam (initialised as one
+    program, `inits.params_and_opt_state`)."""
     c = config.discriminator
     module = Discriminator(tuple(c.hidden))
     tx = optax.adam(c.learning_rate, b1=c.b1, b2=c.b2)
-
-    def create(key):
-        params = module.init(key, jnp.zeros((1, config.model.latents), jnp.float32))['params']
-        return params, tx.init(params)
-    params, opt_state = jax.jit(create)(key)
+    params, opt_state = params_and_opt_state(
+        module, tx, key, jnp.zeros((1, config.model.latents), jnp.float32))
     return train_state.TrainState(step=0, apply_fn=module.apply, params=params, tx=tx,
                                   opt_state=opt_state)
 
