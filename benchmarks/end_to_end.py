@@ -28,6 +28,13 @@ they are: the numbers are those of a machine that has run the job before, once t
 has filled them. `--cold` gives every vae_jax run an empty cache folder of its own instead, so
 each decodes its data and compiles from scratch, as the first launch on a machine does.
 
+This VM's kernel pages out memory left idle for about a minute (DAMON), and with it the
+libraries an earlier round read: a side whose last run ended a minute or more ago then reads
+its packages from disk again (vae_jax's start-up: 8-16 s instead of ~1 s), and which side
+waited longer depends on how long the other ran. So before each timed run the side's packages
+are imported once, untimed, in a throwaway process (`PREWARM`); `--no-prewarm` times the runs
+as they come.
+
 Wall time is the process's, from start to exit (Python start-up and imports included); peak
 memory is the process's maximum resident set (`os.wait4`). Each vae_jax run's phases are its
 timings.jsonl's, plus `exit`: the wall time less the logged total (Python's shutdown). The
@@ -51,6 +58,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import wait_for_idle  # noqa: E402
 
 DATA = ROOT.parent / 'shared' / 'data' / 'tfds'
+
+# What each side's job imports (and, for vae_jax, JAX's CPU backend started): run untimed before
+# each timed run, so that both start with their libraries in memory.
+PREWARM = {
+    'vae_jax': ('import jax, launch, orbax.checkpoint, tensorflow_datasets, vae_jax.train; '
+                'jax.devices()'),
+    'main': 'import torch, pythae.models, pythae.pipelines, pythae.trainers',
+    'beta_quick': 'import torch',
+}
+
+
+def prewarm(python: str, code: str, env: dict) -> None:
+    subprocess.run([python, '-c', code], cwd=ROOT, env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def run_process(cmd: list[str], env: dict) -> tuple[float, float, str]:
@@ -107,6 +128,8 @@ def main():
     parser.add_argument('--rounds', type=int, default=3)
     parser.add_argument('--cold', action='store_true',
                         help='an empty VAE_JAX_CACHE for every vae_jax run')
+    parser.add_argument('--prewarm', action=argparse.BooleanOptionalAction, default=True,
+                        help='import each side\'s packages, untimed, before its timed run')
     parser.add_argument('--steps_per_execution', default='',
                         help='comma-separated values of config.steps_per_execution, one vae_jax '
                              'side each (e.g. 1,10); empty: the config\'s own')
@@ -128,6 +151,10 @@ def main():
             rows = {side: [] for side in sides}
             for r in range(args.rounds):  # each side goes first in turn
                 for i, side in enumerate(sides[r % len(sides):] + sides[:r % len(sides)]):
+                    if args.prewarm:
+                        prewarm(*((sys.executable, PREWARM['vae_jax']) if side in ours else
+                                  (args.pythae_python if job == 'main' else sys.executable,
+                                   PREWARM[job])), env)
                     wait_for_idle(20)
                     if side in ours:
                         run_env = (dict(env, VAE_JAX_CACHE=str(Path(tmp) / f'cache_{job}_{r}_{i}'))
@@ -143,7 +170,8 @@ def main():
         key = 'wall_s' if job == 'main' else 'train_s'
         peer = list(rows)[-1]
         print(f'### {job}: {"whole process" if job == "main" else "the 600 steps"} '
-              f'({args.rounds} alternating rounds, {"cold" if args.cold else "warm"} caches)\n')
+              f'({args.rounds} alternating rounds, {"cold" if args.cold else "warm"} caches, '
+              f'{"packages imported before each run" if args.prewarm else "no prewarm"})\n')
         print('| side | wall s (median, min-max) | peak MiB | test −ELBO |'
               + (' training s |' if key == 'train_s' else '') + '\n|---|---|---|---|'
               + ('---|' if key == 'train_s' else ''))
