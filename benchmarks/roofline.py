@@ -119,20 +119,10 @@ def measure_in_child(name: str, rounds: int, block_s: float) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--models', default='mlp,conv', help='comma separated: mlp,conv')
-    parser.add_argument('--quick', action='store_true', help='3 rounds of ~0.5 s blocks')
-    parser.add_argument('--rounds', type=int, default=None)
-    parser.add_argument('--block_s', type=float, default=None, help=argparse.SUPPRESS)
+    T.add_timing_args(parser)
     parser.add_argument('--row_json', default=None, help=argparse.SUPPRESS)  # a child's output
     args = parser.parse_args()
-    if T.torch is None:
-        sys.exit('error: benchmarks/roofline.py needs PyTorch: pip install torch (the CPU wheel)')
-    names = [m.strip() for m in args.models.split(',') if m.strip()]
-    unknown = set(names) - set(LAYER_MATMUL)
-    if unknown:
-        parser.error(f'unknown --models {sorted(unknown)}; choose from {sorted(LAYER_MATMUL)}')
-    rounds = args.rounds or (3 if args.quick else 5)
-    block_s = args.block_s or (0.5 if args.quick else 2.0)
+    names, rounds, block_s = T.timing_choices(parser, args, LAYER_MATMUL)
     if args.row_json:
         (name,) = names
         xla_setup.apply_config_flags(T.config_flags(name))

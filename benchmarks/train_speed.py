@@ -231,24 +231,37 @@ def measure_in_child(names, rounds, block_s, k=None):
         return [tuple(row) for row in json.loads(out.read_text())]
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+def add_timing_args(parser: argparse.ArgumentParser) -> None:
+    """--models, --quick, --rounds and a child's --block_s: the flags of the scripts that time
+    train steps against PyTorch (this one, roofline.py)."""
     parser.add_argument('--models', default='mlp,conv', help='comma separated: mlp,conv')
     parser.add_argument('--quick', action='store_true', help='3 rounds of ~0.5 s blocks')
     parser.add_argument('--rounds', type=int, default=None)
     parser.add_argument('--block_s', type=float, default=None, help=argparse.SUPPRESS)
+
+
+def timing_choices(parser, args, known) -> tuple[list[str], int, float]:
+    """(model names, rounds, seconds per block) from `add_timing_args`' flags; exits with an
+    error line for a model not in `known`, or when PyTorch is missing."""
+    if torch is None:
+        sys.exit(f'error: {Path(sys.argv[0]).name} needs PyTorch: pip install torch (the CPU '
+                 f'wheel)')
+    names = [m.strip() for m in args.models.split(',') if m.strip()]
+    unknown = set(names) - set(known)
+    if unknown:
+        parser.error(f'unknown --models {sorted(unknown)}; choose from {sorted(known)}')
+    return (names, args.rounds or (3 if args.quick else 5),
+            args.block_s or (0.5 if args.quick else 2.0))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    add_timing_args(parser)
     parser.add_argument('--rows_json', default=None, help=argparse.SUPPRESS)  # a child's output
     parser.add_argument('--steps_per_execution', type=int, default=None,
                         help='steps per call for every model, instead of its config\'s')
     args = parser.parse_args()
-    if torch is None:
-        sys.exit('benchmarks/train_speed.py needs PyTorch: pip install torch (the CPU wheel)')
-    names = [m.strip() for m in args.models.split(',') if m.strip()]
-    unknown = set(names) - set(MODELS)
-    if unknown:
-        parser.error(f'unknown --models {sorted(unknown)}; choose from {sorted(MODELS)}')
-    rounds = args.rounds or (3 if args.quick else 5)
-    block_s = args.block_s or (0.5 if args.quick else 2.0)
+    names, rounds, block_s = timing_choices(parser, args, MODELS)
     groups = {}  # config flags -> models: each group is timed in a process of its own flags
     for name in names:
         groups.setdefault(config_flags(name), []).append(name)
