@@ -22,8 +22,9 @@ class GroundTruthData(Protocol):
 
     factor_names: tuple[str, ...]
     factor_sizes: tuple[int, ...]
-    # Optional, not checked by isinstance: ``unique_observations = True`` where each factor
-    # combination has exactly one observation, so the metrics encode it once per evaluation.
+    # Optional, not checked by isinstance: ``unique_observations = True`` declares that each
+    # factor combination has exactly one observation (`sample_observations_from_factors` then
+    # ignores ``rng``), so the metrics encode it once per evaluation (`sampling.memoize`).
 
     def sample_factors(self, num: int, rng: np.random.Generator) -> np.ndarray:
         """int ``[num, F]``: factor ``f`` uniform over ``range(factor_sizes[f])``, independently."""
