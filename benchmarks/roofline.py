@@ -14,12 +14,13 @@ hardware leaves for them. For each model it prints:
   the same arithmetic: the same layers, loss and optimizer.
 - Steps/s of both, timed as `train_speed.py` times them (alternating rounds, one process per
   model with its config's XLA flags), and the GFLOP/s that makes.
-- The peak: float32 matrix multiplications, timed in the same process between the rounds —
-  a 2048×2048 square (`jnp.dot`, which XLA:CPU runs at the best rate it reaches here) and the
-  model's own largest layer as one matmul. "% of peak" is the step's GFLOP/s over the square's.
+- The peak: float32 matrix multiplications, timed in the same process before and after the steps:
+  a 2048×2048 square (`jnp.dot`) and the model's own largest layer as one matmul. "% of
+  peak" is the step's GFLOP/s over the square's.
 
 A step at the peak would run `peak / FLOPs` steps/s: the last column, as a multiple of
-PyTorch's measured rate, is the most any formulation could gain over it on this machine.
+PyTorch's measured rate, is what a formulation running the step at the square's rate would
+gain over it on this machine.
 """
 
 import argparse
@@ -29,7 +30,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from unittest import mock
 
@@ -37,6 +37,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import train_speed as T  # noqa: E402
+from timing import block_size, timed  # noqa: E402
 from vae_jax import xla_setup  # noqa: E402
 
 # The largest layer of each model as one matmul: (m, k, n) of [m, k] @ [k, n] at its batch.
@@ -72,7 +73,7 @@ def step_flops(name: str) -> float:
 
 
 def matmul_rate(m: int, k: int, n: int, seconds: float = 0.5) -> float:
-    """GFLOP/s of a jitted float32 [m, k] @ [k, n], the best of 3 blocks of ~`seconds`."""
+    """GFLOP/s of a jitted float32 [m, k] @ [k, n]: the best of 3 blocks of ~`seconds`."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -80,20 +81,15 @@ def matmul_rate(m: int, k: int, n: int, seconds: float = 0.5) -> float:
     a = jnp.asarray(rng.random((m, k), np.float32))
     b = jnp.asarray(rng.random((k, n), np.float32))
     f = jax.jit(jnp.dot)
-    jax.block_until_ready(f(a, b))
-    t0, calls = time.perf_counter(), 0
-    while time.perf_counter() - t0 < 0.1:
-        jax.block_until_ready(f(a, b))
-        calls += 1
-    per = max(1, int(seconds / ((time.perf_counter() - t0) / calls)))
-    best = float('inf')
-    for _ in range(3):
-        t0 = time.perf_counter()
-        for _ in range(per):
+
+    def run(calls):
+        for _ in range(calls):
             out = f(a, b)
         jax.block_until_ready(out)
-        best = min(best, (time.perf_counter() - t0) / per)
-    return 2 * m * k * n / best / 1e9
+
+    run(1)  # compile
+    calls = block_size(run, seconds)
+    return 2 * m * k * n * max(timed(run, calls) for _ in range(3)) / 1e9
 
 
 def measure_here(name: str, rounds: int, block_s: float) -> dict:
