@@ -61,7 +61,7 @@ def main():
     names = tuple(dict.fromkeys(args.metrics.split(',')))
     sides = {'both': (True, False), 'on': (True,), 'off': (False,)}[args.memo]
     times = {side: {name: [] for name in (*names, 'all')} for side in sides}
-    scores, lines = {}, []
+    scores, lines, differ = {}, [], False
     represent(DSpritesSource().sample_observations_from_factors(np.zeros((1, 5), int), None))
     for r in range(args.rounds):  # the first side alternates; the call above compiled encode
         for memo in (sides if r % 2 == 0 else sides[::-1]):
@@ -72,8 +72,7 @@ def main():
             times[memo]['all'].append(sum(m['wall_time_s'] for m in results.values()))
             numbers = {n: {k: v for k, v in results[n].items() if k != 'wall_time_s'}
                        for n in names}  # every number but the times, compared over all rounds
-            if scores.setdefault(memo, numbers) != numbers:
-                scores['differ'] = True
+            differ |= scores.setdefault(memo, numbers) != numbers
     print(f'procedural dSprites, {what}; {sizes}; {os.cpu_count()} cores; {args.rounds} rounds')
     memo_lines = [line for line in lines if line.startswith('encoded ')]
     if memo_lines:
@@ -90,7 +89,7 @@ def main():
         score = f'{head} {scores[sides[0]][name][head]:.3f}' if head else ''
         print(f'| {name} | {cells} | {score} |')
     if len(sides) == 2:
-        same = scores[True] == scores[False] and 'differ' not in scores
+        same = scores[True] == scores[False] and not differ
         ratio = statistics.median(times[False]['all']) / statistics.median(times[True]['all'])
         print(f'every draw / memoized (all metrics, medians): {ratio:.2f}x; '
               f'{"every result identical in every round" if same else "results DIFFER"}')

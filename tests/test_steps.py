@@ -160,6 +160,15 @@ def test_eval_sums_do_not_depend_on_device_count(mnist):
         np.testing.assert_allclose(results[0][k], results[1][k], rtol=1e-5)
 
 
+def assert_same_leaves(tree, reference):
+    """The same number of leaves (more than 4), each with the same values and dtype."""
+    got, want = jax.tree.leaves(tree), jax.tree.leaves(reference)
+    assert len(got) == len(want) > 4
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        assert np.asarray(a).dtype == np.asarray(b).dtype
+
+
 @pytest.mark.parametrize('model', ['mlp', 'conv', 'hvae', 'conditional', 'mlp:optim_aids'])
 def test_jitted_initialisation_is_the_eager_one_bit_for_bit(model):
     # create_train_state initialises under one jit: the values must be those of flax's eager
@@ -181,11 +190,7 @@ def test_jitted_initialisation_is_the_eager_one_bit_for_bit(model):
     params = fns.module.init(key, jnp.zeros((1, *shape)), y)['params']
     eager = steps.TrainState.create(apply_fn=fns.module.apply, params=params, tx=tx, aux=None)
     assert jax.tree.structure(state) == jax.tree.structure(eager) and state.step == 0
-    got, want = jax.tree.leaves(state), jax.tree.leaves(eager)
-    assert len(got) > 4
-    for a, b in zip(got, want):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-        assert jnp.asarray(a).dtype == jnp.asarray(b).dtype
+    assert_same_leaves(state, eager)
 
 
 def test_factor_vae_discriminator_jitted_initialisation_is_the_eager_one():
@@ -199,8 +204,5 @@ def test_factor_vae_discriminator_jitted_initialisation_is_the_eager_one():
     module = factor_vae.Discriminator(tuple(c.discriminator.hidden))
     params = module.init(key, jnp.zeros((1, c.model.latents)))['params']
     eager = train_state.TrainState.create(apply_fn=module.apply, params=params, tx=disc.tx)
-    got, want = jax.tree.leaves(disc), jax.tree.leaves(eager)
-    assert disc.step == 0 and len(got) == len(want) > 4
-    for a, b in zip(got, want):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-        assert np.asarray(a).dtype == np.asarray(b).dtype
+    assert disc.step == 0
+    assert_same_leaves(disc, eager)
