@@ -35,6 +35,13 @@ waited longer depends on how long the other ran. So before each timed run the si
 are imported once, untimed, in a throwaway process (`PREWARM`); `--no-prewarm` times the runs
 as they come.
 
+The VM's speed moves by the hour (up to ~1.5× in the matmul rate between hours of one day), and
+not equally for both sides: vae_jax's jobs spend most of their time in XLA's arithmetic, the
+peers' more in the Python interpreter. So each round starts with `machine_speed()` in a
+throwaway process: a 2048² float32 matmul's GFLOP/s (`roofline.matmul_rate`) and a plain
+Python loop's rate (`timing.python_rate`), printed with the round's ratio so that runs of
+different hours can be told apart (`--no-machine_speed` skips it).
+
 Wall time is the process's, from start to exit (Python start-up and imports included); peak
 memory is the process's maximum resident set (`os.wait4`). Each vae_jax run's phases are its
 timings.jsonl's, plus `exit`: the wall time less the logged total (Python's shutdown). The
@@ -72,6 +79,18 @@ PREWARM = {
 def prewarm(python: str, code: str, env: dict) -> None:
     subprocess.run([python, '-c', code], cwd=ROOT, env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+MACHINE_SPEED = ('import json, roofline, timing; print(json.dumps({'
+                 '"matmul_gflops": roofline.matmul_rate(2048, 2048, 2048), '
+                 '"python_mloops": timing.python_rate()}))')
+
+
+def machine_speed(env: dict) -> dict:
+    """{'matmul_gflops', 'python_mloops'} of this machine now, measured in a fresh process."""
+    out = subprocess.run([sys.executable, '-c', MACHINE_SPEED], cwd=ROOT / 'benchmarks', env=env,
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def run_process(cmd: list[str], env: dict) -> tuple[float, float, str]:
@@ -130,6 +149,8 @@ def main():
                         help='an empty VAE_JAX_CACHE for every vae_jax run')
     parser.add_argument('--prewarm', action=argparse.BooleanOptionalAction, default=True,
                         help='import each side\'s packages, untimed, before its timed run')
+    parser.add_argument('--machine_speed', action=argparse.BooleanOptionalAction, default=True,
+                        help='time a matmul and a Python loop before each round')
     parser.add_argument('--steps_per_execution', default='',
                         help='comma-separated values of config.steps_per_execution, one vae_jax '
                              'side each (e.g. 1,10); empty: the config\'s own')
@@ -149,7 +170,12 @@ def main():
             peer = 'Pythae 0.1.2' if job == 'main' else 'PyTorch loop'
             sides = [*ours, peer]
             rows = {side: [] for side in sides}
+            speeds = []
             for r in range(args.rounds):  # each side goes first in turn
+                if args.machine_speed:
+                    wait_for_idle(20)
+                    speeds.append(machine_speed(env))
+                    print(f'{job} round {r} machine: {json.dumps(speeds[-1])}', flush=True)
                 for i, side in enumerate(sides[r % len(sides):] + sides[:r % len(sides)]):
                     if args.prewarm:
                         prewarm(*((sys.executable, PREWARM['vae_jax']) if side in ours else
@@ -164,9 +190,9 @@ def main():
                     else:
                         rows[side].append(peer_job(job, args, env))
                     print(f'{job} round {r} {side}: {json.dumps(rows[side][-1])}', flush=True)
-            results[job] = rows
+            results[job] = rows, speeds
     print()
-    for job, rows in results.items():
+    for job, (rows, speeds) in results.items():
         key = 'wall_s' if job == 'main' else 'train_s'
         peer = list(rows)[-1]
         print(f'### {job}: {"whole process" if job == "main" else "the 600 steps"} '
@@ -191,6 +217,14 @@ def main():
             print(f'{side} phases (median s): ' + ', '.join(
                 f'{k} {statistics.median(x["phases"].get(k, 0.0) for x in rows[side]):.1f}'
                 for k in rows[side][0]['phases']))
+        if speeds:
+            print('\n| round | matmul GFLOP/s | Python Mloops/s | '
+                  + ' | '.join(f'{peer} / {side}' for side in ours) + ' |\n|---|---|---|'
+                  + '---|' * len(ours))
+            for r, speed in enumerate(speeds):
+                print(f'| {r} | {speed["matmul_gflops"]:.0f} | {speed["python_mloops"]:.1f} | '
+                      + ' | '.join(f'{rows[peer][r][key] / rows[side][r][key]:.2f}×'
+                                   for side in ours) + ' |')
         print()
 
 

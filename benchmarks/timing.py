@@ -50,6 +50,19 @@ def load_warning(loads, limit=0.2):
             'the numbers are noisy, rerun on an idle machine.')
 
 
+def python_rate(seconds=0.3):
+    """Millions of iterations/s of a plain Python loop (best of 3 blocks of ~`seconds`): how
+    fast this machine runs interpreted code now, the part of a job that no library speeds up."""
+    def run(n):
+        total = 0
+        for i in range(n):
+            total += i & 7
+        return total
+
+    n = block_size(lambda k: run(k * 10_000), seconds) * 10_000
+    return max(timed(run, n) for _ in range(3)) / 1e6
+
+
 def wait_for_idle(max_wait_s, limit=0.2):
     """Waits (at most `max_wait_s`) until other processes use under `limit` cores for 0.5 s."""
     deadline = time.perf_counter() + max_wait_s
