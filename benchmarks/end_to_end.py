@@ -35,12 +35,13 @@ waited longer depends on how long the other ran. So before each timed run the si
 are imported once, untimed, in a throwaway process (`PREWARM`); `--no-prewarm` times the runs
 as they come.
 
-The VM's speed moves by the hour (up to ~1.5× in the matmul rate between hours of one day), and
-not equally for both sides: vae_jax's jobs spend most of their time in XLA's arithmetic, the
-peers' more in the Python interpreter. So each round starts with `machine_speed()` in a
-throwaway process: a 2048² float32 matmul's GFLOP/s (`roofline.matmul_rate`) and a plain
-Python loop's rate (`timing.python_rate`), printed with the round's ratio so that runs of
-different hours can be told apart (`--no-machine_speed` skips it).
+The VM's speed moves by the hour (a 2048² matmul ran at 205 GFLOP/s in one hour of 2026-12-03
+and at 431 two hours later), and not equally for both sides: vae_jax's jobs spend most of
+their time in XLA's arithmetic, the peers' more in the Python interpreter. So each round
+starts with `machine_speed()` in a throwaway process: that matmul's GFLOP/s
+(`roofline.matmul_rate`) and a plain Python loop's rate (`timing.python_rate`), printed with
+the round's ratio so that runs of different hours can be told apart (`--no-machine_speed`
+skips it).
 
 Wall time is the process's, from start to exit (Python start-up and imports included); peak
 memory is the process's maximum resident set (`os.wait4`). Each vae_jax run's phases are its
