@@ -211,10 +211,11 @@ def main():
                 t = [x['train_s'] for x in rs]
                 line += f' {statistics.median(t):.1f} ({min(t):.1f}-{max(t):.1f}) |'
             print(line)
+        ratios = {side: [b[key] / a[key] for a, b in zip(rows[side], rows[peer])]
+                  for side in ours}
         for side in ours:
-            ratios = [b[key] / a[key] for a, b in zip(rows[side], rows[peer])]
-            print(f'\n{peer} / {side} ({key}): median {statistics.median(ratios):.2f}× '
-                  f'(rounds: {", ".join(f"{x:.2f}" for x in ratios)})')
+            print(f'\n{peer} / {side} ({key}): median {statistics.median(ratios[side]):.2f}× '
+                  f'(rounds: {", ".join(f"{x:.2f}" for x in ratios[side])})')
             print(f'{side} phases (median s): ' + ', '.join(
                 f'{k} {statistics.median(x["phases"].get(k, 0.0) for x in rows[side]):.1f}'
                 for k in rows[side][0]['phases']))
@@ -224,8 +225,7 @@ def main():
                   + '---|' * len(ours))
             for r, speed in enumerate(speeds):
                 print(f'| {r} | {speed["matmul_gflops"]:.0f} | {speed["python_mloops"]:.1f} | '
-                      + ' | '.join(f'{rows[peer][r][key] / rows[side][r][key]:.2f}×'
-                                   for side in ours) + ' |')
+                      + ' | '.join(f'{ratios[side][r]:.2f}×' for side in ours) + ' |')
         print()
 
 
