@@ -23,8 +23,8 @@ from vae_jax.inits import params_and_opt_state
 from vae_jax.distributed import pmap_devices
 from vae_jax.model_fns import ModelFns
 from vae_jax.objectives.core import Context
-from vae_jax.optim import (apply_gradients, eval_params, make_optimizer, set_learning_rate,
-                           skipped_updates)
+from vae_jax.optim import (apply_gradients, eval_params, global_norm, make_optimizer,
+                           set_learning_rate, skipped_updates)
 
 AXIS = 'batch'
 LEARNING_RATE = 'optim.learning_rate'
@@ -154,7 +154,7 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], train_key: jax
     if axis_name is not None:
         grads = jax.lax.pmean(grads, axis_name)
         metrics = jax.lax.pmean(metrics, axis_name)
-    metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+    metrics = dict(metrics, grad_norm=global_norm(grads))
     state = state.replace(opt_state=set_learning_rate(state.opt_state, hparams[LEARNING_RATE]))
     state = apply_gradients(state, grads, lead_axis)
     skipped = skipped_updates(state.opt_state)

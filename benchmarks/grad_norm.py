@@ -1,0 +1,149 @@
+"""The train step with its gradient-norm metric computed by `optim.global_norm` (vae_jax's form),
+by `optax.global_norm`, and with no norm at all (what the norm costs).
+
+    python benchmarks/grad_norm.py                 # mlp, hvae: 15 rounds (~2 min)
+    python benchmarks/grad_norm.py --models conv   # the conv family's XLA flags
+
+For each model: the experiment's real pmapped train step on one device (`train_speed.JaxRunner`,
+batches on device, in calls of the config's `steps_per_execution` steps, compiled first),
+built three times: the step's `grad_norm` metric from vae_jax's `global_norm`, from optax's,
+or a constant 0 (the step without the norm: the floor either form can reach). First the
+work each compiled program does per call, read off its text: how many kernels it runs and how
+many f32 elements they write (no noise: the optax form writes every gradient's squares out).
+Then blocks of
+`--steps` steps alternate between the three, in an order that rotates every round, each after
+waiting for the machine to go quiet; the table gives ms per step (median over rounds, min-max)
+and optax's over vae_jax's. Then the two forms' norms of the same gradients: they differ only in
+the order of the float sums. The config's own XLA flags apply (the conv family's are set before
+JAX starts).
+"""
+
+import argparse
+import contextlib
+import math
+import re
+import statistics
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import train_speed as T  # noqa: E402
+from timing import load_warning, timed, wait_for_idle  # noqa: E402
+
+FORMS = ('vae_jax', 'optax', 'none')
+
+
+def norm_fn(form):
+    import jax.numpy as jnp
+    import optax
+
+    from vae_jax import optim
+    return {'vae_jax': optim.global_norm, 'optax': optax.global_norm,
+            'none': lambda grads: jnp.zeros([], jnp.float32)}[form]
+
+
+@contextlib.contextmanager
+def step_norm(form):
+    """While active, train steps traced take their `grad_norm` metric from `form`'s norm."""
+    from vae_jax import steps
+    saved = steps.global_norm
+    steps.global_norm = norm_fn(form)
+    try:
+        yield
+    finally:
+        steps.global_norm = saved
+
+
+# An instruction of a compiled program's top-level computations (the entry and the while
+# loop's body and condition): its result's type, then its opcode.
+INSTRUCTION = re.compile(r'^\s*(?:ROOT )?%\S+ = (\S+?)(?:\{[^}]*\})? ([a-z][\w-]*)\(')
+KERNELS = {'fusion', 'dot', 'copy', 'reduce', 'reduce-window', 'concatenate', 'pad',
+           'convolution', 'custom-call', 'transpose'}
+
+
+def program_work(hlo_text):
+    """(kernels, f32 elements written) per call of a compiled program: its top-level
+    instructions that run a kernel (fusions, dots, copies, ...), and the sizes of their f32
+    results. Fused computations are the kernels' insides and are not counted."""
+    kernels = elements = 0
+    for computation in re.split(r'\n(?=\S)', hlo_text):
+        if computation.startswith(('%fused', '%wrapped', '%region', '%parallel')):
+            continue
+        for line in computation.split('\n')[1:]:
+            m = INSTRUCTION.match(line)
+            if m and m.group(2) in KERNELS:
+                kernels += 1
+                shape = re.fullmatch(r'f32\[([\d,]*)\]', m.group(1))
+                if shape:
+                    elements += math.prod(int(d) for d in shape.group(1).split(',') if d)
+    return kernels, elements
+
+
+def runner(name, form):
+    """(the runner, its compiled program's `program_work`), the step traced with `form`."""
+    filename, shape, _ = T.MODELS[name]
+    config = T.load_config(filename)
+    r = T.JaxRunner(config, shape, T.host_batches(config.batch_size, shape))
+    with step_norm(form):  # traced and compiled here, with this form
+        r.run(2 * r.k)
+        if r.k > 1:
+            lowered = r.multi_step.lower(r.state, r.stacked, r.key, r.hparams)
+        else:
+            lowered = r.step.lower(r.state, r.batches[0], r.key, r.hparams)
+        work = program_work(lowered.compile().as_text())
+    return r, work
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--models', default='mlp,hvae')
+    parser.add_argument('--rounds', type=int, default=15)
+    parser.add_argument('--steps', type=int, default=0,
+                        help='steps per timed block; 0: 150 for MLP models, 15 for conv')
+    args = parser.parse_args()
+    models = args.models.split(',')
+    flags = {T.config_flags(m) for m in models}
+    if len(flags) > 1:
+        sys.exit('error: these models set different XLA flags; time them in separate runs')
+    from vae_jax import xla_setup
+    xla_setup.apply_config_flags(flags.pop())
+    import jax
+    import numpy as np
+    print(f'jax {jax.__version__}, {args.rounds} rotating rounds per model')
+    rows, loads = [], []
+    for name in models:
+        runners, work = {}, {}
+        for form in FORMS:
+            runners[form], work[form] = runner(name, form)
+        n = args.steps or (15 if name == 'conv' else 150)
+        ms = {form: [] for form in FORMS}
+        for i in range(args.rounds):
+            for form in FORMS[i % 3:] + FORMS[:i % 3]:
+                wait_for_idle(10)
+                ms[form].append(1e3 / timed(runners[form].run, n, loads))
+        grads = jax.tree.map(lambda a: np.asarray(a[0]), runners['vae_jax'].state.params)
+        values = {form: float(norm_fn(form)(grads)) for form in ('vae_jax', 'optax')}
+        rows.append((name, n, ms, values, work))
+
+    print('\n| model | grad_norm from | kernels per call | f32 elements written per call |'
+          ' ms per step (median) | min-max | optax / this |')
+    print('|---|---|---|---|---|---|---|')
+    for name, n, ms, values, work in rows:
+        med = {form: statistics.median(v) for form, v in ms.items()}
+        for form in FORMS:
+            print(f'| {name} ({n} steps a block) | {form} | {work[form][0]} | {work[form][1]:,} | '
+                  f'{med[form]:.3f} | {min(ms[form]):.3f}-{max(ms[form]):.3f} | '
+                  f'{med["optax"] / med[form]:.2f}× |')
+    print('\nThe two norms of the same tree (the parameters after the timed steps):')
+    for name, _, _, values, _ in rows:
+        rel = abs(values['vae_jax'] - values['optax']) / values['optax']
+        print(f'  {name}: vae_jax {values["vae_jax"]:.6f}, optax {values["optax"]:.6f} '
+              f'(relative difference {rel:.1e})')
+    if warning := load_warning(loads):
+        print(warning)
+
+
+if __name__ == '__main__':
+    main()
