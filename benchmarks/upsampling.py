@@ -21,6 +21,9 @@ p=1)) from [b, h, w, c_in] to [b, 2h, 2w, c_out]:
                        block of output pixels sums its shifted taps (convolution.
                        _upsample_conv_blocks; what TransposedConvUpsample runs on CPU below
                        4 output channels)
+  matmul + overlap-add, shifted slices  the same as it was before: the matmul's output padded
+                       once and its shifted slices summed, whose backward pass pads every
+                       slice's gradient to the full size (blocks_shifted_slices)
   SubPixelUpsample     vae_jax.models: 3×3 convolution to 4·c_out channels + depth-to-space,
                        a superset of the layer with 9/4 of its multiply-adds
                        (model.upsample='subpixel', vae_jax's decoder before 'transposed')
@@ -50,7 +53,7 @@ from jax import lax
 
 from timing import load_warning, measure
 from vae_jax import xla_setup
-from vae_jax.convolution import _upsample_conv_blocks, _upsample_conv_phases
+from vae_jax.convolution import _upsample_conv_blocks, _upsample_conv_phases, depth_to_space
 from vae_jax.models import SubPixelUpsample, TransposedConvUpsample
 
 try:
@@ -94,6 +97,23 @@ def convT_phases(x, w, b, pad_first=False):
     return jnp.stack(rows, 2).reshape(n, 2 * h, 2 * wd, f) + b
 
 
+def blocks_shifted_slices(x, w, b):
+    """`convolution._upsample_conv_blocks` as it was before it split the matmul's output: the
+    output of the one matmul padded once, and the (k/2)² shifted slices of it summed. Its
+    backward pass pads each slice's gradient to the padded output's full size and adds them."""
+    n, h, wd, c = x.shape
+    k, c_out = w.shape[0], w.shape[-1]
+    m_taps, p = k // 2, k // 2 - 1
+    e = m_taps - 1
+    kk = w.reshape(m_taps, 2, m_taps, 2, c, c_out).transpose(4, 0, 2, 1, 3, 5)
+    y = jnp.einsum('bhwc,cz->bhwz', x, kk.reshape(c, m_taps * m_taps * 4 * c_out))
+    y = jnp.pad(y.reshape(n, h, wd, m_taps, m_taps, 4 * c_out),
+                ((0, 0), (e, e), (e, e), (0, 0), (0, 0), (0, 0)))
+    blocks = functools.reduce(jnp.add, [y[:, e - m:e - m + h + e, e - q:e - q + wd + e, m, q]
+                                        for m in range(m_taps) for q in range(m_taps)])
+    return depth_to_space(blocks, 2)[:, p:p + 2 * h, p:p + 2 * wd] + b
+
+
 def jax_layers(c_out):
     """name -> (init(key, x) -> params, apply(params, x) -> y)."""
     def explicit(fn):
@@ -110,6 +130,7 @@ def jax_layers(c_out):
             'phases 2x2 VALID': explicit(functools.partial(convT_phases, pad_first=True)),
             'per-phase convolutions': explicit(lambda x, w, b: _upsample_conv_phases(x, w) + b),
             'matmul + overlap-add': explicit(lambda x, w, b: _upsample_conv_blocks(x, w) + b),
+            'matmul + overlap-add, shifted slices': explicit(blocks_shifted_slices),
             'SubPixelUpsample': (subpixel.init, subpixel.apply),
             'TransposedConvUpsample': (transposed.init, transposed.apply)}
 
@@ -123,6 +144,8 @@ def check_phases():
         np.testing.assert_allclose(convT_phases(x, w, 0.0, pad_first),
                                    convT_lhs_dilation(x, w, 0.0), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(_upsample_conv_blocks(x, w), convT_lhs_dilation(x, w, 0.0),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(blocks_shifted_slices(x, w, 0.0), convT_lhs_dilation(x, w, 0.0),
                                rtol=1e-5, atol=1e-5)
 
 

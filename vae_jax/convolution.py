@@ -187,10 +187,15 @@ def _upsample_conv_blocks(x, kernel):
     """`upsample_conv` as one matrix multiplication and an overlap-add: x ``[b, h, w, c_in]``
     times the kernel arranged ``[c_in, (m, n, a, q, c_out)]`` gives every tap's contribution
     (tap 2m + a of the rows, 2n + q of the columns); the 2×2 block (I, J) of output pixels
-    (rows 2I + a, columns 2J + q) sums the (k/2)² slices of it shifted by (m, n); then
+    (rows 2I + a, columns 2J + q) sums the (k/2)² parts of it shifted by (m, n); then
     depth-to-space and the crop of k/2 - 1 pixels. The multiply-adds of the transposed
     convolution, in one matmul with (k/2)²·4·c_out columns: on CPU the fastest form for a
-    few output channels, where a convolution per phase has one to three output features."""
+    few output channels, where a convolution per phase has one to three output features.
+
+    The parts are split off (`lax.split`) and each padded into place, so that the backward
+    pass slices the blocks' gradient (a few output channels: small) and concatenates the
+    slices, where shifted slices of one padded array would have it pad each slice's gradient
+    to the whole matmul output's size and add them up."""
     b, h, w, c = x.shape
     k, c_out = kernel.shape[0], kernel.shape[-1]
     m_taps, p = k // 2, k // 2 - 1
@@ -198,19 +203,19 @@ def _upsample_conv_blocks(x, kernel):
     # Tap 2m + a of each axis -> [c, m, n, (a, q, c_out)].
     kk = kernel.reshape(m_taps, 2, m_taps, 2, c, c_out).transpose(4, 0, 2, 1, 3, 5)
     y = jnp.einsum('bhwc,cz->bhwz', x, kk.reshape(c, m_taps * m_taps * 4 * c_out))
-    y = jnp.pad(y.reshape(b, h, w, m_taps, m_taps, 4 * c_out),
-                ((0, 0), (e, e), (e, e), (0, 0), (0, 0), (0, 0)))
-    blocks = functools.reduce(jnp.add, [y[:, e - m:e - m + h + e, e - n:e - n + w + e, m, n]
-                                        for m in range(m_taps) for n in range(m_taps)])
+    parts = lax.split(y, [4 * c_out] * (m_taps * m_taps), axis=3)  # (m, n) in row-major order
+    blocks = functools.reduce(jnp.add, [
+        jnp.pad(parts[m * m_taps + n], ((0, 0), (m, e - m), (n, e - n), (0, 0)))
+        for m in range(m_taps) for n in range(m_taps)])
     return depth_to_space(blocks, 2)[:, p:p + 2 * h, p:p + 2 * w]
 
 
 # With fewer output channels than this, `upsample_conv` on CPU is `_upsample_conv_blocks`,
 # otherwise the per-phase convolutions. With the β-VAE step's flags, the decoder's last layer
-# (32×32×32 -> 64×64×1, batch 64) takes 3.9 ms forward and 8.5 ms for its gradients against
-# 12.7 and 12.4 as per-phase convolutions (PyTorch's ConvTranspose2d: 9.2 and 12.5); layers of
-# 32 output channels were 3-8× slower as blocks (`python benchmarks/upsampling.py --quick
-# --beta_vae_flags`, 2026-12-03).
+# (32×32×32 -> 64×64×1, batch 64) takes 2.13 ms forward and 2.86 ms forward and backward
+# against 8.56 and 7.82 as per-phase convolutions (PyTorch's ConvTranspose2d: 5.11 and 9.64);
+# layers of 32 output channels are 1.7-6× slower as blocks (`python benchmarks/upsampling.py
+# --quick --beta_vae_flags`, 2026-12-03 at 23:03).
 BLOCKS_CHANNELS = 4
 
 
