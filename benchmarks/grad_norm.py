@@ -8,8 +8,9 @@ For each model: the experiment's real pmapped train step on one device (`train_s
 batches on device, in calls of the config's `steps_per_execution` steps, compiled first),
 built three times: the step's `grad_norm` metric from vae_jax's `global_norm`, from optax's,
 or a constant 0 (the step without the norm: the floor either form can reach). First the
-work each compiled program does per call, read off its text: how many kernels it runs and how
-many f32 elements they write (no noise: the optax form writes every gradient's squares out).
+work of each compiled program, read off its text (`hlo_work.program_work`: a loop of k steps
+counted once, so per step plus the call's own work): how many kernels it runs and how many
+f32 elements they write (no noise: the optax form writes every gradient's squares out).
 Then blocks of
 `--steps` steps alternate between the three, in an order that rotates every round, each after
 waiting for the machine to go quiet; the table gives ms per step (median over rounds, min-max)
@@ -20,8 +21,6 @@ JAX starts).
 
 import argparse
 import contextlib
-import math
-import re
 import statistics
 import sys
 from pathlib import Path
@@ -30,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import train_speed as T  # noqa: E402
+from hlo_work import program_work  # noqa: E402
 from timing import load_warning, timed, wait_for_idle  # noqa: E402
 
 FORMS = ('vae_jax', 'optax', 'none')
@@ -56,38 +56,13 @@ def step_norm(form):
         steps.global_norm = saved
 
 
-# An instruction of a compiled program's top-level computations (the entry and the while
-# loop's body and condition): its result's type, then its opcode.
-INSTRUCTION = re.compile(r'^\s*(?:ROOT )?%\S+ = (\S+?)(?:\{[^}]*\})? ([a-z][\w-]*)\(')
-KERNELS = {'fusion', 'dot', 'copy', 'reduce', 'reduce-window', 'concatenate', 'pad',
-           'convolution', 'custom-call', 'transpose'}
-
-
-def program_work(hlo_text):
-    """(kernels, f32 elements written) per call of a compiled program: its top-level
-    instructions that run a kernel (fusions, dots, copies, ...), and the sizes of their f32
-    results. Fused computations are the kernels' insides and are not counted."""
-    kernels = elements = 0
-    for computation in re.split(r'\n(?=\S)', hlo_text):
-        if computation.startswith(('%fused', '%wrapped', '%region', '%parallel')):
-            continue
-        for line in computation.split('\n')[1:]:
-            m = INSTRUCTION.match(line)
-            if m and m.group(2) in KERNELS:
-                kernels += 1
-                shape = re.fullmatch(r'f32\[([\d,]*)\]', m.group(1))
-                if shape:
-                    elements += math.prod(int(d) for d in shape.group(1).split(',') if d)
-    return kernels, elements
-
-
 def runner(name, form):
     """(the runner, its compiled program's `program_work`), the step traced with `form`."""
     filename, shape, _ = T.MODELS[name]
     config = T.load_config(filename)
     r = T.JaxRunner(config, shape, T.host_batches(config.batch_size, shape))
-    with step_norm(form):  # traced and compiled here, with this form
-        r.run(2 * r.k)
+    with step_norm(form):  # traced and compiled here, with this form: the call of k steps and
+        r.run(2 * r.k + (r.k > 1))  # the single step (a block of n % k steps runs it)
         if r.k > 1:
             lowered = r.multi_step.lower(r.state, r.stacked, r.key, r.hparams)
         else:
@@ -123,11 +98,11 @@ def main():
             for form in FORMS[i % 3:] + FORMS[:i % 3]:
                 wait_for_idle(10)
                 ms[form].append(1e3 / timed(runners[form].run, n, loads))
-        grads = jax.tree.map(lambda a: np.asarray(a[0]), runners['vae_jax'].state.params)
-        values = {form: float(norm_fn(form)(grads)) for form in ('vae_jax', 'optax')}
+        tree = jax.tree.map(lambda a: np.asarray(a[0]), runners['vae_jax'].state.params)
+        values = {form: float(norm_fn(form)(tree)) for form in ('vae_jax', 'optax')}
         rows.append((name, n, ms, values, work))
 
-    print('\n| model | grad_norm from | kernels per call | f32 elements written per call |'
+    print('\n| model | grad_norm from | kernels | f32 elements written |'
           ' ms per step (median) | min-max | optax / this |')
     print('|---|---|---|---|---|---|---|')
     for name, n, ms, values, work in rows:

@@ -16,8 +16,9 @@ Tried against these and not kept (2-core CPU, batch 64, the β-VAE's layers; one
 numbers in the issue's note): a convolution as one matrix multiplication of its input's
 patches (im2col: kh·kw strided slices concatenated, then dot_general) is several times slower
 here, because XLA:CPU copies the patches slowly; a transposed convolution as one matmul plus an
-overlap-add of its 16 taps is 3-8× slower than the per-phase convolutions on the layers of 32
-output channels (`python benchmarks/upsampling.py`), so only the last layer takes it.
+overlap-add of its 16 taps is 1.7-6× slower than the per-phase convolutions on the layers of
+32 output channels (`python benchmarks/upsampling.py --quick --beta_vae_flags`, 2026-12-03 at
+23:03; 3-8× before the overlap-add was split), so only the last layer takes it.
 The conv step's speed-up on CPU comes from XLA flags instead (`xla_setup.CPU_FLAGS`, and the
 β-VAE family's `config.xla_cpu_flags`: `xla_setup.BETA_VAE_CPU_FLAGS`).
 """
@@ -212,8 +213,9 @@ def _upsample_conv_blocks(x, kernel):
 
 # With fewer output channels than this, `upsample_conv` on CPU is `_upsample_conv_blocks`,
 # otherwise the per-phase convolutions. With the β-VAE step's flags, the decoder's last layer
-# (32×32×32 -> 64×64×1, batch 64) takes 2.13 ms forward and 2.86 ms forward and backward
-# against 8.56 and 7.82 as per-phase convolutions (PyTorch's ConvTranspose2d: 5.11 and 9.64);
+# (32×32×32 -> 64×64×1, batch 64) takes 2.13 ms forward and 2.86 ms for its gradients (XLA
+# leaves out the forward pass they do not need) against 8.56 and 7.82 as per-phase convolutions
+# (PyTorch's ConvTranspose2d: 5.11 forward, 9.64 forward and backward);
 # layers of 32 output channels are 1.7-6× slower as blocks (`python benchmarks/upsampling.py
 # --quick --beta_vae_flags`, 2026-12-03 at 23:03).
 BLOCKS_CHANNELS = 4

@@ -70,41 +70,46 @@ def make_optimizer(optim_config, total_steps: int) -> optax.GradientTransformati
 
 # `global_norm`: leaves with fewer elements than this are summed together, in one pass.
 SMALL_LEAF = 16384
-_BLOCK = 32  # each sum runs over blocks of 32 x 32 elements (the last one zero-padded)
+# Each sum runs over blocks of 32 x 32 elements, the last one zero-padded (blocks of 8 x 8 were
+# slower in the MLP step: 2.75 against 2.56 ms in one alternating run).
+_BLOCK = 32
 
 
 def global_norm(tree) -> jax.Array:
-    """[] float: the square root of the sum of every leaf's squared elements.
+    """[] float: the square root of the sum of every (real) leaf's squared elements.
 
     `optax.global_norm`'s value, up to the order of the float sums, written for XLA:CPU. Inside
     a train step optax's form shares its squares `g * g` with Adam's second-moment update, so
     XLA writes the squares out as an array of each gradient's size and reduces it in a separate
-    pass, one per leaf. Here each large leaf is zero-padded to whole 32 x 32 blocks before it is
-    squared (the padding keeps the two squares apart, and XLA:CPU fuses the square into the
-    sum: one read of the gradient, nothing written), and the small leaves (biases) are
-    concatenated and summed together, which spares one small program per leaf. Per call of the
-    main job's MLP step (`experiments/vae.py`, 10 steps of batch 128) XLA:CPU then writes
-    5,744,040 f32 elements instead of 6,548,945 and runs 124 kernels instead of 137; its steps
-    take 2.69 ms instead of 2.99 (1.11×; 1.08× in an earlier run), the HVAE's (batch 20) 1.55
-    instead of 1.99 (1.28×; 1.38×), as fast as without any norm; the conv β-VAE's are the same
-    (1.00×: with its family's XLA flags XLA already fuses optax's squares into the sum) (`python
-    benchmarks/grad_norm.py`, 15 rotating rounds, 2026-12-03, a 2-core AMD EPYC VM).
+    pass, one per leaf. Here each large leaf is zero-padded by 1 to 1024 elements, to whole
+    32 x 32 blocks, before it is squared (the padding keeps the two squares apart, and XLA:CPU
+    fuses the square into the sum: one read of the gradient, nothing written), and the small
+    leaves (biases) of each dtype are concatenated and summed together, which spares one small
+    program per leaf. In the main job's compiled step (`experiments/vae.py`, batch 128) XLA:CPU
+    then writes 5,744,040 f32 elements per step instead of 6,548,945; its steps take 2.51 ms
+    instead of 2.68 (1.06×; 1.08× and 1.11× in two earlier runs), the HVAE's (batch 20) 1.19
+    instead of 1.59 (1.34×; 1.38×, 1.28×), about as fast as without any norm; the conv
+    β-VAE's 42.0 instead of 42.7 (1.02×, within the noise) (`python benchmarks/grad_norm.py`,
+    15 rotating rounds, 2026-12-03, a 2-core AMD EPYC VM).
     `optax.clip_by_global_norm` (`optim.grad_clip`, which no experiment sets) computes its own.
     """
     leaves = [jnp.ravel(x) for x in jax.tree.leaves(tree)]
-    if not leaves:
-        return jnp.zeros([], jnp.float32)
-    small = [x for x in leaves if x.size < SMALL_LEAF]
     groups = [x for x in leaves if x.size >= SMALL_LEAF]
-    if small:
-        groups.append(jnp.concatenate(small) if len(small) > 1 else small[0])
+    small = {}
+    for x in leaves:
+        if x.size < SMALL_LEAF:
+            small.setdefault(x.dtype, []).append(x)
+    groups += [jnp.concatenate(xs) for xs in small.values()]
+    if not groups:
+        return jnp.zeros([], jnp.float32)
     return jnp.sqrt(sum(_sum_of_squares(x) for x in groups))
 
 
 def _sum_of_squares(x: jax.Array) -> jax.Array:
-    """[n] -> []: the sum of x's squares, over zero-padded blocks of _BLOCK x _BLOCK."""
+    """[n] -> []: the sum of x's squares, over blocks of _BLOCK x _BLOCK; the last block is
+    zero-padded, by a whole block when n fills its blocks (a pad of 0 would be removed)."""
     size = _BLOCK * _BLOCK
-    padded = jnp.pad(x, (0, -x.size % size)).reshape(-1, _BLOCK, _BLOCK)
+    padded = jnp.pad(x, (0, size - x.size % size)).reshape(-1, _BLOCK, _BLOCK)
     return jnp.sum(padded * padded)
 
 
