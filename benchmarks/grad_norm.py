@@ -56,12 +56,12 @@ def step_norm(form):
         steps.global_norm = saved
 
 
-def runner(name, form):
-    """(the runner, its compiled program's `program_work`), the step traced with `form`."""
+def runner(name, patch):
+    """(the runner, its compiled program's `program_work`), the step traced inside `patch`."""
     filename, shape, _ = T.MODELS[name]
     config = T.load_config(filename)
     r = T.JaxRunner(config, shape, T.host_batches(config.batch_size, shape))
-    with step_norm(form):  # traced and compiled here, with this form: the call of k steps and
+    with patch:  # traced and compiled here, patched: the call of k steps and
         r.run(2 * r.k + (r.k > 1))  # the single step (a block of n % k steps runs it)
         if r.k > 1:
             lowered = r.multi_step.lower(r.state, r.stacked, r.key, r.hparams)
@@ -71,8 +71,12 @@ def runner(name, form):
     return r, work
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+def compare(forms, patch, description):
+    """Parses the command line (`--models`, `--rounds`, `--steps`), sets the models' XLA flags,
+    and times each model's step built once per form (`patch(form)`: a context manager) in
+    rotating rounds. Returns [(model, steps per block, {form: [ms per step]}, {form:
+    program_work}, {form: runner})] and the other processes' loads."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument('--models', default='mlp,hvae')
     parser.add_argument('--rounds', type=int, default=15)
     parser.add_argument('--steps', type=int, default=0,
@@ -85,34 +89,45 @@ def main():
     from vae_jax import xla_setup
     xla_setup.apply_config_flags(flags.pop())
     import jax
-    import numpy as np
     print(f'jax {jax.__version__}, {args.rounds} rotating rounds per model')
     rows, loads = [], []
     for name in models:
         runners, work = {}, {}
-        for form in FORMS:
-            runners[form], work[form] = runner(name, form)
+        for form in forms:
+            runners[form], work[form] = runner(name, patch(form))
         n = args.steps or (15 if name == 'conv' else 150)
-        ms = {form: [] for form in FORMS}
+        ms = {form: [] for form in forms}
         for i in range(args.rounds):
-            for form in FORMS[i % 3:] + FORMS[:i % 3]:
+            k = i % len(forms)
+            for form in forms[k:] + forms[:k]:
                 wait_for_idle(10)
                 ms[form].append(1e3 / timed(runners[form].run, n, loads))
-        tree = jax.tree.map(lambda a: np.asarray(a[0]), runners['vae_jax'].state.params)
-        values = {form: float(norm_fn(form)(tree)) for form in ('vae_jax', 'optax')}
-        rows.append((name, n, ms, values, work))
+        rows.append((name, n, ms, work, runners))
+    return rows, loads
 
-    print('\n| model | grad_norm from | kernels | f32 elements written |'
-          ' ms per step (median) | min-max | optax / this |')
+
+def print_table(rows, label, base):
+    """The table of `compare`'s rows: `label` heads the forms' column; ratios to form `base`."""
+    print(f'\n| model | {label} | kernels | f32 elements written |'
+          f' ms per step (median) | min-max | {base} / this |')
     print('|---|---|---|---|---|---|---|')
-    for name, n, ms, values, work in rows:
+    for name, n, ms, work, _ in rows:
         med = {form: statistics.median(v) for form, v in ms.items()}
-        for form in FORMS:
+        for form in ms:
             print(f'| {name} ({n} steps a block) | {form} | {work[form][0]} | {work[form][1]:,} | '
                   f'{med[form]:.3f} | {min(ms[form]):.3f}-{max(ms[form]):.3f} | '
-                  f'{med["optax"] / med[form]:.2f}× |')
+                  f'{med[base] / med[form]:.2f}× |')
+
+
+def main():
+    rows, loads = compare(FORMS, step_norm, __doc__.split('\n')[0])
+    import jax
+    import numpy as np
+    print_table(rows, 'grad_norm from', 'optax')
     print('\nThe two norms of the same tree (the parameters after the timed steps):')
-    for name, _, _, values, _ in rows:
+    for name, _, _, _, runners in rows:
+        tree = jax.tree.map(lambda a: np.asarray(a[0]), runners['vae_jax'].state.params)
+        values = {form: float(norm_fn(form)(tree)) for form in ('vae_jax', 'optax')}
         rel = abs(values['vae_jax'] - values['optax']) / values['optax']
         print(f'  {name}: vae_jax {values["vae_jax"]:.6f}, optax {values["optax"]:.6f} '
               f'(relative difference {rel:.1e})')

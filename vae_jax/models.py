@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from vae_jax import flows, likelihoods, priors, registry
+from vae_jax.activations import relu
 from vae_jax.convolution import Conv, depth_to_space, upsample_conv
 from vae_jax.errors import UserError
 from vae_jax.inits import dense_init
@@ -110,8 +111,9 @@ class GatedDense(nn.Module):
             nn.Dense(self.features, **kw)(h))
 
 
-# config.model.activation / decoder_activation -> the nonlinearity of the MLPs' hidden layers.
-ACTIVATIONS = {'relu': nn.relu, 'tanh': jnp.tanh, 'softplus': nn.softplus, 'elu': nn.elu,
+# config.model.activation / decoder_activation -> the nonlinearity of the MLPs' hidden layers
+# ('relu': `activations.relu`, as the conv nets use; jax.nn.relu's values and derivatives).
+ACTIVATIONS = {'relu': relu, 'tanh': jnp.tanh, 'softplus': nn.softplus, 'elu': nn.elu,
                'gelu': nn.gelu}
 
 
@@ -185,9 +187,9 @@ class ConvEncoder(nn.Module):
     def __call__(self, x: jax.Array, y: Optional[jax.Array] = None):
         h = x
         for c in self.channels:
-            h = nn.relu(Conv(c, (self.kernel, self.kernel), strides=(2, 2), padding='SAME')(h))
+            h = relu(Conv(c, (self.kernel, self.kernel), strides=(2, 2), padding='SAME')(h))
         h = _concat(h.reshape(h.shape[0], -1), _one_hot(y, self.num_classes))
-        h = nn.relu(nn.Dense(self.dense)(h))
+        h = relu(nn.Dense(self.dense)(h))
         return _posterior_head(h, self.latents, self.context)
 
 
@@ -212,14 +214,14 @@ class ConvDecoder(nn.Module):
         n = len(self.channels)
         h0, w0 = -(-height // 2**n), -(-width // 2**n)
         h = _concat(z, _one_hot(y, self.num_classes))
-        h = nn.relu(nn.Dense(self.dense)(h))
-        h = nn.relu(nn.Dense(h0 * w0 * self.channels[-1])(h))
+        h = relu(nn.Dense(self.dense)(h))
+        h = relu(nn.Dense(h0 * w0 * self.channels[-1])(h))
         h = h.reshape(z.shape[0], h0, w0, self.channels[-1])
         out_channels = list(reversed(self.channels[:-1])) + [out_c * self.num_params]
         for i, c in enumerate(out_channels):
             h = UPSAMPLERS[self.upsample](c, self.kernel)(h)
             if i < n - 1:
-                h = nn.relu(h)
+                h = relu(h)
         h = h[:, :height, :width, :]
         return h.reshape(z.shape[0], height, width, out_c, self.num_params)
 

@@ -1,0 +1,89 @@
+"""activations.relu: jax.nn.relu's values and derivatives, its derivative taken from its output."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vae_jax import activations, models
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _points():
+    rng = np.random.default_rng(0)
+    special = np.array([0.0, -0.0, 1e-30, -1e-30, 3.0, -3.0, 1e30, -1e30], np.float32)
+    return jnp.asarray(np.concatenate([special, rng.standard_normal(200).astype(np.float32)]))
+
+
+def test_relu_values_and_derivatives_are_jax_nn_relus():
+    x = _points()
+    np.testing.assert_array_equal(activations.relu(x), jax.nn.relu(x))
+    g = jax.random.normal(jax.random.key(1), x.shape)
+    ours = jax.vjp(activations.relu, x)[1](g)[0]
+    theirs = jax.vjp(jax.nn.relu, x)[1](g)[0]
+    np.testing.assert_array_equal(ours, theirs)  # 0 where x <= 0, x = 0 included
+    np.testing.assert_array_equal(jax.jvp(activations.relu, (x,), (g,))[1],
+                                  jax.jvp(jax.nn.relu, (x,), (g,))[1])
+    # Second derivative: 0 everywhere, as jax.nn.relu's.
+    second = jax.vmap(jax.grad(jax.grad(activations.relu)))(x)
+    np.testing.assert_array_equal(second, np.zeros(x.shape))
+
+
+def test_relu_under_vmap_and_jit_in_a_network():
+    """The MLPs' 'relu' and the conv nets' ReLU are this one; gradients through a layer match
+    jax.nn.relu's bit for bit."""
+    assert models.ACTIVATIONS['relu'] is activations.relu
+    k1, k2 = jax.random.split(jax.random.key(0))
+    w = jax.random.normal(k1, (7, 5))
+    xs = jax.random.normal(k2, (4, 3, 7))
+
+    def loss(w, x, relu):
+        return jnp.sum(jnp.sin(relu(x @ w)))
+
+    grads = jax.jit(jax.vmap(jax.grad(loss), in_axes=(None, 0, None)), static_argnums=2)
+    np.testing.assert_array_equal(grads(w, xs, activations.relu), grads(w, xs, jax.nn.relu))
+
+
+# Run in a fresh process with XLA's own flags and the β-VAE family's (the tests' unoptimised
+# code generation fuses differently): the f32 elements that the gradient of the conv encoder's
+# three stride-2 convolutions + ReLU (64×64×1 -> 8×8×64, batch 64) writes
+# (`benchmarks/hlo_work.py`) with each ReLU.
+CHILD = """
+import json, sys
+sys.path.insert(0, 'benchmarks')
+from vae_jax import xla_setup
+xla_setup.apply_config_flags(xla_setup.BETA_VAE_CPU_FLAGS)
+import jax, jax.numpy as jnp
+from hlo_work import program_work
+from vae_jax import activations
+from vae_jax.convolution import Conv
+
+layers = [(Conv(c, (4, 4), strides=(2, 2), padding='SAME'), (1, s, s, c_in))
+          for c, s, c_in in ((32, 64, 1), (32, 32, 32), (64, 16, 32))]
+params = [layer.init(jax.random.key(0), jnp.zeros(shape)) for layer, shape in layers]
+written = {}
+for name, relu in (('vae_jax', activations.relu), ('jax.nn', jax.nn.relu)):
+    def encode(params, x, relu=relu):
+        for (layer, _), p in zip(layers, params):
+            x = relu(layer.apply(p, x))
+        return jnp.sum(x)
+    text = jax.jit(jax.grad(encode)).lower(params, jnp.zeros((64, 64, 64, 1))).compile().as_text()
+    written[name] = program_work(text)[1]
+print(json.dumps(written))
+"""
+
+
+def test_conv_gradient_does_not_write_the_pre_activations():
+    """The reason for the form: with jax.nn.relu the first layer's pre-activation (64×32×32×32)
+    is written for the backward pass besides its output; with vae_jax's it is not."""
+    out = subprocess.run([sys.executable, '-c', CHILD], env=dict(os.environ, XLA_FLAGS=''),
+                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    written = json.loads(out.stdout.strip().splitlines()[-1])
+    assert written['jax.nn'] - written['vae_jax'] >= 64 * 32 * 32 * 32
