@@ -71,13 +71,14 @@ def runner(name, patch):
     return r, work
 
 
-def compare(forms, patch, description):
+def compare(forms, patch, description, summarize, default_models='mlp,hvae'):
     """Parses the command line (`--models`, `--rounds`, `--steps`), sets the models' XLA flags,
     and times each model's step built once per form (`patch(form)`: a context manager) in
     rotating rounds. Returns [(model, steps per block, {form: [ms per step]}, {form:
-    program_work}, {form: runner})] and the other processes' loads."""
+    program_work}, summarize(model, {form: runner}))] and the other processes' loads; the
+    runners are dropped before the next model is built."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument('--models', default='mlp,hvae')
+    parser.add_argument('--models', default=default_models)
     parser.add_argument('--rounds', type=int, default=15)
     parser.add_argument('--steps', type=int, default=0,
                         help='steps per timed block; 0: 150 for MLP models, 15 for conv')
@@ -102,7 +103,8 @@ def compare(forms, patch, description):
             for form in forms[k:] + forms[:k]:
                 wait_for_idle(10)
                 ms[form].append(1e3 / timed(runners[form].run, n, loads))
-        rows.append((name, n, ms, work, runners))
+        rows.append((name, n, ms, work, summarize(name, runners)))
+        del runners
     return rows, loads
 
 
@@ -119,15 +121,19 @@ def print_table(rows, label, base):
                   f'{med[base] / med[form]:.2f}× |')
 
 
-def main():
-    rows, loads = compare(FORMS, step_norm, __doc__.split('\n')[0])
+def norms(name, runners):
+    """{form: norm} of the same tree, the vae_jax runner's parameters, by both forms."""
     import jax
     import numpy as np
+    tree = jax.tree.map(lambda a: np.asarray(a[0]), runners['vae_jax'].state.params)
+    return {form: float(norm_fn(form)(tree)) for form in ('vae_jax', 'optax')}
+
+
+def main():
+    rows, loads = compare(FORMS, step_norm, __doc__.split('\n')[0], norms)
     print_table(rows, 'grad_norm from', 'optax')
     print('\nThe two norms of the same tree (the parameters after the timed steps):')
-    for name, _, _, _, runners in rows:
-        tree = jax.tree.map(lambda a: np.asarray(a[0]), runners['vae_jax'].state.params)
-        values = {form: float(norm_fn(form)(tree)) for form in ('vae_jax', 'optax')}
+    for name, _, _, _, values in rows:
         rel = abs(values['vae_jax'] - values['optax']) / values['optax']
         print(f'  {name}: vae_jax {values["vae_jax"]:.6f}, optax {values["optax"]:.6f} '
               f'(relative difference {rel:.1e})')

@@ -1,8 +1,8 @@
 """The train step with vae_jax's ReLU (`activations.relu`: the derivative from the output, as a
 product with its sign) against `jax.nn.relu` (a select against zero, from the pre-activation).
 
-    python benchmarks/relu_grad.py --models conv            # the conv β-VAE (~1.5 minutes)
-    python benchmarks/relu_grad.py --models mlp,hvae
+    python benchmarks/relu_grad.py                  # the conv β-VAE (~1.5 minutes)
+    python benchmarks/relu_grad.py --models mlp     # the main job's MLP
 
 For each model: the experiment's real pmapped train step, built with each ReLU (every ReLU of
 `vae_jax.models`: the conv nets' and the MLPs' `model.activation = 'relu'`), as
@@ -39,15 +39,20 @@ def model_relu(form):
         models.relu, models.ACTIVATIONS['relu'] = saved
 
 
-def main():
-    rows, loads = G.compare(FORMS, model_relu, __doc__.split('\n')[0])
+def same_parameters(name, runners):
+    """Whether the runners' parameters, after the same steps, are the same bit for bit."""
     import jax
     import numpy as np
+    a, b = (jax.tree.leaves(runners[form].state.params) for form in FORMS)
+    return all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def main():
+    rows, loads = G.compare(FORMS, model_relu, __doc__.split('\n')[0], same_parameters,
+                            default_models='conv')
     G.print_table(rows, 'ReLU', 'jax.nn')
     print('\nParameters after the same steps from the same start:')
-    for name, _, _, _, runners in rows:
-        a, b = (jax.tree.leaves(runners[form].state.params) for form in FORMS)
-        same = all(np.array_equal(x, y) for x, y in zip(a, b))
+    for name, _, _, _, same in rows:
         print(f'  {name}: {"the same bit for bit" if same else "different"}')
     if warning := load_warning(loads):
         print(warning)

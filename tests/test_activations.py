@@ -35,10 +35,22 @@ def test_relu_values_and_derivatives_are_jax_nn_relus():
     np.testing.assert_array_equal(second, np.zeros(x.shape))
 
 
+def test_relu_derivative_of_non_finite_values_is_nan_where_it_multiplies_zero():
+    """The documented difference: 0 · t is NaN for t = inf, and the derivative at a NaN
+    pre-activation is NaN (jax.nn.relu's are 0)."""
+    assert np.isnan(jax.grad(activations.relu)(jnp.float32(np.nan)))
+    x = jnp.array([-1.0, 2.0])
+    g = jnp.array([np.inf, np.inf])
+    got = jax.vjp(activations.relu, x)[1](g)[0]
+    assert np.isnan(got[0]) and got[1] == np.inf
+    np.testing.assert_array_equal(jax.vjp(jax.nn.relu, x)[1](g)[0], [0.0, np.inf])
+
+
 def test_relu_under_vmap_and_jit_in_a_network():
     """The MLPs' 'relu' and the conv nets' ReLU are this one; gradients through a layer match
     jax.nn.relu's bit for bit."""
     assert models.ACTIVATIONS['relu'] is activations.relu
+    assert models.relu is activations.relu  # the conv encoder's and decoder's
     k1, k2 = jax.random.split(jax.random.key(0))
     w = jax.random.normal(k1, (7, 5))
     xs = jax.random.normal(k2, (4, 3, 7))
@@ -82,7 +94,8 @@ print(json.dumps(written))
 def test_conv_gradient_does_not_write_the_pre_activations():
     """The reason for the form: with jax.nn.relu the first layer's pre-activation (64×32×32×32)
     is written for the backward pass besides its output; with vae_jax's it is not."""
-    out = subprocess.run([sys.executable, '-c', CHILD], env=dict(os.environ, XLA_FLAGS=''),
+    env = dict(os.environ, XLA_FLAGS='', VAE_JAX_XLA_FLAGS='1')
+    out = subprocess.run([sys.executable, '-c', CHILD], env=env,
                          capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     written = json.loads(out.stdout.strip().splitlines()[-1])

@@ -221,7 +221,8 @@ def test_train_step_does_not_write_the_gradients_squares_out():
     gradient's squares (shared with Adam's second-moment update) out as an array, and reads it
     back to sum it; with vae_jax's it writes nothing of their size, also where they fill whole
     blocks."""
-    out = subprocess.run([sys.executable, '-c', CHILD], env=dict(os.environ, XLA_FLAGS=''),
+    env = dict(os.environ, XLA_FLAGS='', VAE_JAX_XLA_FLAGS='1')  # vae_jax's own flags
+    out = subprocess.run([sys.executable, '-c', CHILD], env=env,
                          capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     written = json.loads(out.stdout.strip().splitlines()[-1])

@@ -10,12 +10,13 @@ with its derivative taken from its output, as a product with `sign(relu(x))`:
   space-to-depth layout there) several times slower when it holds a broadcast constant.
 
 The conv β-VAE's compiled train step then writes 54.2 million f32 elements per step instead of
-61.5 and takes 32.3 ms instead of 34.6 (1.07×; 1.08× in an earlier one-off run); the MLP and
-HVAE steps are the same programs as with `jax.nn.relu`, and every model's parameters the same
-bit for bit (`python benchmarks/relu_grad.py --models conv` and `--models mlp,hvae`, 15
-rotating rounds, 2026-12-04 at 00:11, a 2-core AMD EPYC VM).
-A NaN pre-activation gives a NaN derivative here, where `jax.nn.relu`'s is 0 (the loss is NaN
-either way).
+61.5 and takes 32.3 ms instead of 34.6 (1.07×; 1.08× in an earlier one-off run); the main
+job's MLP step runs as many kernels and writes as many elements as with `jax.nn.relu`, and both
+models' parameters are the same bit for bit (`python benchmarks/relu_grad.py --models conv` and
+`--models mlp`, 15 rotating rounds, 2026-12-04 at 00:11, a 2-core AMD EPYC VM).
+Where x <= 0 the derivative is 0 · t, so a NaN or infinite incoming gradient gives NaN there,
+and a NaN pre-activation gives NaN, where `jax.nn.relu`'s derivative is 0 (a step with either
+has a non-finite loss or gradient already).
 """
 
 import jax
