@@ -53,7 +53,8 @@ from jax import lax
 
 from timing import load_warning, measure
 from vae_jax import xla_setup
-from vae_jax.convolution import _upsample_conv_blocks, _upsample_conv_phases, depth_to_space
+from vae_jax.convolution import (_upsample_conv_blocks, _upsample_conv_phases, depth_to_space,
+                                 upsample_tap_products)
 from vae_jax.models import SubPixelUpsample, TransposedConvUpsample
 
 try:
@@ -101,12 +102,11 @@ def blocks_shifted_slices(x, w, b):
     """`convolution._upsample_conv_blocks` as it was before it split the matmul's output: the
     output of the one matmul padded once, and the (k/2)² shifted slices of it summed. Its
     backward pass pads each slice's gradient to the padded output's full size and adds them."""
-    n, h, wd, c = x.shape
+    n, h, wd, _ = x.shape
     k, c_out = w.shape[0], w.shape[-1]
     m_taps, p = k // 2, k // 2 - 1
     e = m_taps - 1
-    kk = w.reshape(m_taps, 2, m_taps, 2, c, c_out).transpose(4, 0, 2, 1, 3, 5)
-    y = jnp.einsum('bhwc,cz->bhwz', x, kk.reshape(c, m_taps * m_taps * 4 * c_out))
+    y = upsample_tap_products(x, w)
     y = jnp.pad(y.reshape(n, h, wd, m_taps, m_taps, 4 * c_out),
                 ((0, 0), (e, e), (e, e), (0, 0), (0, 0), (0, 0)))
     blocks = functools.reduce(jnp.add, [y[:, e - m:e - m + h + e, e - q:e - q + wd + e, m, q]

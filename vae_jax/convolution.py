@@ -184,6 +184,17 @@ def _upsample_conv_dilated(x, kernel):
                                     lhs_dilation=(2, 2), dimension_numbers=NHWC)
 
 
+def upsample_tap_products(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """x [b, h, w, c_in], kernel [k, k, c_in, c_out] -> [b, h, w, (k/2)²·4·c_out]: every tap's
+    contribution to `upsample_conv`'s output, in one matmul; column (m, n, a, q, o) holds tap
+    2m + a of the rows and 2n + q of the columns, output channel o."""
+    c, c_out = kernel.shape[2], kernel.shape[3]
+    m_taps = kernel.shape[0] // 2
+    # Tap 2m + a of each axis -> [c, m, n, (a, q, c_out)].
+    kk = kernel.reshape(m_taps, 2, m_taps, 2, c, c_out).transpose(4, 0, 2, 1, 3, 5)
+    return jnp.einsum('bhwc,cz->bhwz', x, kk.reshape(c, m_taps * m_taps * 4 * c_out))
+
+
 def _upsample_conv_blocks(x, kernel):
     """`upsample_conv` as one matrix multiplication and an overlap-add: x ``[b, h, w, c_in]``
     times the kernel arranged ``[c_in, (m, n, a, q, c_out)]`` gives every tap's contribution
@@ -197,14 +208,12 @@ def _upsample_conv_blocks(x, kernel):
     pass slices the blocks' gradient (a few output channels: small) and concatenates the
     slices, where shifted slices of one padded array would have it pad each slice's gradient
     to the whole matmul output's size and add them up."""
-    b, h, w, c = x.shape
+    b, h, w, _ = x.shape
     k, c_out = kernel.shape[0], kernel.shape[-1]
     m_taps, p = k // 2, k // 2 - 1
     e = m_taps - 1
-    # Tap 2m + a of each axis -> [c, m, n, (a, q, c_out)].
-    kk = kernel.reshape(m_taps, 2, m_taps, 2, c, c_out).transpose(4, 0, 2, 1, 3, 5)
-    y = jnp.einsum('bhwc,cz->bhwz', x, kk.reshape(c, m_taps * m_taps * 4 * c_out))
-    parts = lax.split(y, [4 * c_out] * (m_taps * m_taps), axis=3)  # (m, n) in row-major order
+    parts = lax.split(upsample_tap_products(x, kernel), [4 * c_out] * (m_taps * m_taps),
+                      axis=3)  # (m, n) in row-major order
     blocks = functools.reduce(jnp.add, [
         jnp.pad(parts[m * m_taps + n], ((0, 0), (m, e - m), (n, e - n), (0, 0)))
         for m in range(m_taps) for n in range(m_taps)])

@@ -71,7 +71,7 @@ def make_optimizer(optim_config, total_steps: int) -> optax.GradientTransformati
 # `global_norm`: leaves with fewer elements than this are summed together, in one pass.
 SMALL_LEAF = 16384
 # Each sum runs over blocks of 32 x 32 elements, the last one zero-padded (blocks of 8 x 8 were
-# slower in the MLP step: 2.75 against 2.56 ms in one alternating run).
+# slower in the MLP step: 2.75 against 2.56 ms in one one-off alternating run, not a benchmark).
 _BLOCK = 32
 
 
