@@ -60,11 +60,12 @@ def mnist(tfds_dir):
     return TfdsSource('mnist', 'train[:512]', tfds_dir)
 
 
-@pytest.mark.parametrize('vmapped', [False, True])
-def test_k_steps_in_one_call_train_what_k_calls_train(mnist, vmapped):
+@pytest.mark.parametrize('encoder, vmapped', [('mlp', False), ('mlp', True), ('conv', False)])
+def test_k_steps_in_one_call_train_what_k_calls_train(mnist, encoder, vmapped):
     """2 devices (the gradients' pmean inside the scan); vmapped: a group of two points with
-    different learning rates, batches [devices, k, P, b, ...]."""
-    config, devices, k = _config('mlp'), jax.devices()[:2], 3
+    different learning rates, batches [devices, k, P, b, ...]. On CPU a step with
+    convolutions is unrolled (see `steps.has_convolution`), the MLP's is a loop."""
+    config, devices, k = _config(encoder), jax.devices()[:2], 3
     fns = model_fns.build(config.model, mnist.example_shape, mnist.num_classes)
     tx = optim.make_optimizer(config.optim, 2 * k)
     state = steps.create_train_state(jax.random.key(0), fns, tx, mnist.example_shape)
@@ -92,6 +93,11 @@ def test_k_steps_in_one_call_train_what_k_calls_train(mnist, vmapped):
         assert metrics['loss'].shape == ((2, k, 2) if vmapped else (2, k))
         losses_many += list(np.asarray(metrics['loss'][0]))
     np.testing.assert_allclose(losses_many, losses_one, rtol=1e-5)
+    # Unrolled, the program holds k copies of the step's convolutions; rolled, one loop body.
+    op = {'conv': ' convolution(', 'mlp': ' dot('}[encoder]
+    count = lambda f, *a: f.lower(*a).compile().as_text().count(op)  # noqa: E731
+    assert (count(p_train_k, many, stacked, key, hparams)
+            == count(p_train, one, batches[0], key, hparams) * (k if encoder == 'conv' else 1))
     one, many = steps.unreplicate(one), steps.unreplicate(many)
     assert int(np.max(many.step)) == int(np.max(one.step)) == 2 * k
     for a, b in zip(jax.tree.leaves(many.params), jax.tree.leaves(one.params)):
@@ -161,3 +167,16 @@ def test_a_diverging_point_of_a_vmapped_group_is_stopped_at_its_own_step(tiny_to
     for a, b in zip(rows_two, rows_one):
         np.testing.assert_allclose([a[n] for n in b if n not in ('step', 'split')],
                                    [b[n] for n in b if n not in ('step', 'split')], rtol=1e-4)
+
+
+def test_has_convolution_sees_the_convolutions_of_a_differentiated_step():
+    """The conv nets' convolutions sit inside custom_jvp rules and flax modules (nested
+    jaxprs); the MLP has none."""
+    x = jnp.zeros((2, 28, 28, 1))
+    for encoder, expected in (('conv', True), ('mlp', False)):
+        config = _config(encoder)
+        fns = model_fns.build(config.model, (28, 28, 1), 10)
+        params = steps.create_train_state(jax.random.key(0), fns,
+                                          optim.make_optimizer(config.optim, 1), (28, 28, 1)).params
+        loss = lambda p: jnp.sum(fns.decode(p, fns.encode(p, x)[0]))  # noqa: E731
+        assert steps.has_convolution(jax.grad(loss), params) is expected
