@@ -230,9 +230,9 @@ def has_convolution(f, *args) -> bool:
     leaves the convolutions that autodiff's transposes produce (the weight and input
     gradients) in their transposed dimension orders and runs them without its optimised
     kernels, so a rolled scan of the conv β-VAE's step ran 0.6 steps/s against 23.2 one step
-    per call (`python benchmarks/train_speed.py --models conv --steps_per_execution 10`, a
-    2-core CPU); one layer's weight gradient took 126 ms per iteration in a scan against 5.5
-    alone. Unrolled, the K steps are one loop-free program.
+    per call (`python benchmarks/train_speed.py --models conv --quick --steps_per_execution
+    10`, a 2-core CPU); one layer's weight gradient took 126 ms per iteration in a scan
+    against 5.5 alone. Unrolled, no convolution of the K steps is inside a loop.
     """
     shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), args)
     return _uses(jax.make_jaxpr(f)(*shapes).jaxpr, 'conv_general_dilated')
