@@ -215,8 +215,8 @@ def pmapped_multi_step(fns: ModelFns, config, devices: Sequence[jax.Device], ste
 
     def train_k(state, batches, train_key, hparams):
         body = lambda s, batch: train(s, batch, train_key, hparams)  # noqa: E731
-        unroll = (devices[0].platform == 'cpu'
-                  and has_convolution(body, state, jax.tree.map(lambda a: a[0], batches)))
+        batch = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), batches)
+        unroll = devices[0].platform == 'cpu' and has_convolution(body, state, batch)
         return jax.lax.scan(body, state, batches, unroll=unroll)
 
     return _pmap_train(train_k, devices)
@@ -224,7 +224,8 @@ def pmapped_multi_step(fns: ModelFns, config, devices: Sequence[jax.Device], ste
 
 def has_convolution(f, *args) -> bool:
     """Whether f(*args) computes a convolution (its jaxpr, nested ones included, has a
-    `conv_general_dilated`). Traces f once on the arguments' shapes.
+    `conv_general_dilated`). Traces f once on the arguments' shapes (arrays, tracers or
+    ShapeDtypeStructs); nothing is added to an enclosing trace.
 
     On CPU, `pmapped_multi_step` unrolls the scan of such a step: inside a loop body XLA:CPU
     leaves the convolutions that autodiff's transposes produce (the weight and input
@@ -232,7 +233,7 @@ def has_convolution(f, *args) -> bool:
     kernels, so a rolled scan of the conv β-VAE's step ran 0.6 steps/s against 23.2 one step
     per call (`python benchmarks/train_speed.py --models conv --quick --steps_per_execution
     10`, a 2-core CPU); one layer's weight gradient took 126 ms per iteration in a scan
-    against 5.5 alone. Unrolled, no convolution of the K steps is inside a loop.
+    against 5.5 alone (a one-off script, 2026-12-04). Unrolled, no convolution of the K steps is inside a loop.
     """
     shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), args)
     return _uses(jax.make_jaxpr(f)(*shapes).jaxpr, 'conv_general_dilated')
