@@ -31,8 +31,10 @@ other thread. `--torch` lists PyTorch's operators for the same model's step
 Each table's total is the mean over the profiled steps (a first 10 are profiled and dropped:
 the first steps under a profiler ran up to 2.4× slower), printed beside the best of 3 blocks of
 unprofiled steps. On one core they agreed within 5% for vae_jax. PyTorch's profiled steps took
-0-30% longer, more in some runs; its operators that write 8 MB outputs (the last layer's
-backward pass, a copy) varied most from run to run.
+0-30% longer for the conv net, more in some runs (its operators that write 8 MB outputs, the
+last layer's backward pass and a copy, varied most), and 3.7× longer for the MLP on one core
+(its Adam's `sqrt` and `div` at 4 ms each; without the profiler its steps do not slow down
+over 300 steps): read PyTorch's op times as shares, against its unprofiled step.
 """
 
 import argparse
