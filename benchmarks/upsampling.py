@@ -15,8 +15,9 @@ p=1)) from [b, h, w, c_in] to [b, 2h, 2w, c_out]:
   phases 2x2 VALID     the same with the input padded by jnp.pad and a VALID convolution, for
                        which XLA:CPU picks other kernels (faster or slower, by shape)
   per-phase convolutions  four 2×2 convolutions, one per output phase, interleaved
-                       (convolution._upsample_conv_phases; what TransposedConvUpsample runs on
-                       CPU from 4 output channels up)
+                       (convolution._upsample_conv_phases; what TransposedConvUpsample ran on
+                       CPU from 4 output channels up until 2026-12-04, and still its weight
+                       gradient there)
   matmul + overlap-add one matmul of the input to every tap's contribution, then each 2×2
                        block of output pixels sums its shifted taps (convolution.
                        _upsample_conv_blocks; what TransposedConvUpsample runs on CPU below
@@ -28,8 +29,11 @@ p=1)) from [b, h, w, c_in] to [b, 2h, 2w, c_out]:
                        a superset of the layer with 9/4 of its multiply-adds
                        (model.upsample='subpixel', vae_jax's decoder before 'transposed')
   TransposedConvUpsample  vae_jax.models (model.upsample='transposed', the default): the
-                       layer itself, on CPU the per-phase convolutions, or below 4 output
-                       channels the matmul + overlap-add
+                       layer itself. On CPU from 4 output channels up
+                       (convolution._upsample_conv_cpu): forward as "phases 2x2 pad=1", the
+                       input gradient as one stride-2 convolution of the output gradient, the
+                       weight gradient per phase; below 4 output channels the matmul +
+                       overlap-add
   torch (reference)    torch.nn.ConvTranspose2d, if PyTorch is installed
 
 Rounds alternate the formulations, each block after waiting (up to 3 s) for other processes to
