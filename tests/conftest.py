@@ -3,6 +3,7 @@ shared TFDS data_dir, and the
 helpers several test files share, each exposed as a fixture:
 
   repo               the repository root (a Path)
+  benchmark          benchmark(name): benchmarks/<name>.py imported as a module
   tfds_dir           the prepared TFDS data_dir (a str); skips the test when it is missing
   tiny_mnist_config  tiny_mnist_config(tfds_dir, **overrides): a few-step MNIST config (unlocked)
   tiny_toy2d_config  tiny_toy2d_config(): experiments/toy2d.py shrunk to 6 steps, locked
@@ -41,6 +42,7 @@ def xla_flags(devices: int | None) -> str:
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' ' + xla_flags(4)).strip()
 
 import gc  # noqa: E402
+import importlib  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -105,6 +107,16 @@ def tfds_dir(request) -> str:
 @pytest.fixture(scope='session')
 def repo() -> Path:
     return REPO
+
+
+@pytest.fixture(scope='session')
+def benchmark(repo):
+    """benchmark(name) -> benchmarks/<name>.py as a module; benchmarks/ stays on sys.path for
+    the session, since its scripts import each other by name."""
+    path = str(repo / 'benchmarks')
+    sys.path.insert(0, path)
+    yield importlib.import_module
+    sys.path.remove(path)
 
 
 # --- configs -------------------------------------------------------------------------------

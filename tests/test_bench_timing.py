@@ -1,20 +1,13 @@
 """benchmarks/timing.py's machine-speed probe and benchmarks/end_to_end.py's use of it."""
 
-import sys
 import time
 
 import pytest
 
 
 @pytest.fixture(scope='module')
-def bench(repo):
-    sys.path.insert(0, str(repo / 'benchmarks'))
-    try:
-        import end_to_end
-        import timing
-        yield timing, end_to_end
-    finally:
-        sys.path.remove(str(repo / 'benchmarks'))
+def bench(benchmark):
+    return benchmark('timing'), benchmark('end_to_end')
 
 
 def test_python_rate_is_the_loops_measured_rate(bench):

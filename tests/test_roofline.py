@@ -1,19 +1,12 @@
 """benchmarks/roofline.py's FLOP count of a train step against the closed form of the model's
 multiply-adds (its steps' timing is train_speed.py's)."""
 
-import sys
-
 import pytest
 
 
 @pytest.fixture(scope='module')
-def roofline(repo):
-    sys.path.insert(0, str(repo / 'benchmarks'))
-    try:
-        import roofline
-        yield roofline
-    finally:
-        sys.path.remove(str(repo / 'benchmarks'))
+def roofline(benchmark):
+    return benchmark('roofline')
 
 
 def dense_macs(*widths):

@@ -12,13 +12,8 @@ from jax import lax
 
 
 @pytest.fixture(scope='module')
-def step_profile(repo):
-    sys.path.insert(0, str(repo / 'benchmarks'))
-    try:
-        import step_profile
-        yield step_profile
-    finally:
-        sys.path.remove(str(repo / 'benchmarks'))
+def step_profile(benchmark):
+    return benchmark('step_profile')
 
 
 def test_model_code_drops_the_transformations_wrappers(step_profile):
