@@ -55,10 +55,11 @@ import train_speed as T  # noqa: E402
 from vae_jax import xla_setup  # noqa: E402
 
 
-def _runner(name: str):
+def _model(name: str):
+    """(config, input shape, host batches) of `train_speed`'s model `name`."""
     filename, shape, _ = T.MODELS[name]
     config = T.load_config(filename)
-    return T.JaxRunner(config, shape, T.host_batches(config.batch_size, shape))
+    return config, shape, T.host_batches(config.batch_size, shape)
 
 
 def step_ms(run, steps: int) -> float:
@@ -75,7 +76,8 @@ def profile(name: str, steps: int, by_op: bool = False) -> tuple[dict[str, float
     """({operation kind, or each operation with `by_op`: CPU ms per step}, the runner) of
     `name`'s train step."""
     import jax
-    runner = _runner(name)
+    config, shape, batches = _model(name)
+    runner = T.JaxRunner(config, shape, batches)
     runner.run(5)
     # As PyTorch's (`torch_ops`), the first steps under a profiler ran up to 2.4× slower than
     # the rest: a first trace of 10 steps is discarded.
@@ -84,8 +86,9 @@ def profile(name: str, steps: int, by_op: bool = False) -> tuple[dict[str, float
             jax.profiler.start_trace(tmp)
             runner.run(n)
             jax.profiler.stop_trace()
-            (trace,) = Path(tmp).rglob('*.xplane.pb')
-            data = jax.profiler.ProfileData.from_file(str(trace))
+            if n == steps:
+                (trace,) = Path(tmp).rglob('*.xplane.pb')
+                data = jax.profiler.ProfileData.from_file(str(trace))
     ns = collections.Counter()
     for plane in data.planes:
         for line in plane.lines:
@@ -110,7 +113,7 @@ def compiled_text(runner) -> str:
 
 _INSTRUCTION = re.compile(r'^\s*(?:ROOT )?%(\S+) = (\S+?)(?:\{[^}]*\})? (\w[\w-]*)\((.*)$',
                           re.M)
-_CONV = re.compile(r'window=\{([^}]*)\}, dim_labels=(\S+?)[,\s]')
+_CONV = re.compile(r'window=\{([^}]*)\}, dim_labels=([^,\s]+)')
 
 
 def _where(op_name: str) -> str:
@@ -161,9 +164,8 @@ def torch_ops(name: str, steps: int) -> tuple[list[tuple[float, int, str, str]],
     PyTorch's step for model `name` (`train_speed.TorchRunner`), most expensive first."""
     import torch
     from torch.profiler import ProfilerActivity
-    filename, shape, _ = T.MODELS[name]
-    config = T.load_config(filename)
-    runner = T.TorchRunner(config, name, T.host_batches(config.batch_size, shape))
+    config, _, batches = _model(name)
+    runner = T.TorchRunner(config, name, batches)
     runner.run(5)
     wall = step_ms(runner.run, steps)
     # The first steps under a profiler ran up to 2.6× slower than the rest, and 10 profiled
@@ -180,17 +182,16 @@ def torch_ops(name: str, steps: int) -> tuple[list[tuple[float, int, str, str]],
 
 
 def time_ms(f, x, n=50) -> float:
+    """ms per call of jitted `f(x)`, the best of 3 blocks of n."""
     import jax
     f = jax.jit(f)
     jax.block_until_ready(f(x))
-    best = float('inf')
-    for _ in range(3):
-        t0 = time.perf_counter()
-        for _ in range(n):
+
+    def run(calls):
+        for _ in range(calls):
             out = f(x)
         jax.block_until_ready(out)
-        best = min(best, (time.perf_counter() - t0) / n * 1e3)
-    return best
+    return step_ms(run, n)
 
 
 def transposes() -> None:
