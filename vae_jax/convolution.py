@@ -162,22 +162,27 @@ def _upsample_phase(k: int, a: int) -> tuple[tuple[int, ...], tuple[int, int]]:
     return tuple(2 * (m - 1 - u) + (a + p) % 2 for u in range(m)), (m - 1 - c, c)
 
 
+def _phase_kernel(kernel, a: int, q: int):
+    """The [k/2, k/2, c_in, c_out] taps of `upsample_conv`'s output phase (a, q) (rows 2n + a,
+    columns 2n + q) of a [k, k, c_in, c_out] kernel."""
+    taps_a, taps_q = (jnp.asarray(_upsample_phase(kernel.shape[0], p)[0]) for p in (a, q))
+    return kernel[taps_a[:, None], taps_q[None, :]]
+
+
+def _interleave(phases):
+    """phases[a][q] [b, h, w, c] (output rows 2n + a, columns 2n + q) -> [b, 2h, 2w, c]."""
+    b, h, w, c = phases[0][0].shape
+    rows = [jnp.stack(row, 3) for row in phases]         # [b, h, w, 2 (q), c]
+    return jnp.stack(rows, 2).reshape(b, 2 * h, 2 * w, c)  # [b, h, 2 (a), w, 2 (q), c]
+
+
 def _upsample_conv_phases(x, kernel):
     """`upsample_conv` as four stride-1 (k/2)×(k/2) convolutions, one per output phase (row
     parity a, column parity q), each padded to yield exactly its [b, h, w, c_out]; interleaved.
     The multiply-adds of the transposed convolution, without its zero-dilated input."""
-    b, h, w, _ = x.shape
-    k, c_out = kernel.shape[0], kernel.shape[-1]
-    rows = []
-    for a in (0, 1):
-        taps_a, pads_a = _upsample_phase(k, a)
-        phases = []
-        for q in (0, 1):
-            taps_q, pads_q = _upsample_phase(k, q)
-            sub = kernel[jnp.asarray(taps_a)[:, None], jnp.asarray(taps_q)[None, :]]
-            phases.append(_xla_conv(x, sub, (pads_a, pads_q), 1))
-        rows.append(jnp.stack(phases, 3))               # [b, h, w, 2 (q), c_out]
-    return jnp.stack(rows, 2).reshape(b, 2 * h, 2 * w, c_out)  # [b, h, 2 (a), w, 2 (q), c]
+    pads = [_upsample_phase(kernel.shape[0], a)[1] for a in (0, 1)]
+    return _interleave([[_xla_conv(x, _phase_kernel(kernel, a, q), (pads[a], pads[q]), 1)
+                         for q in (0, 1)] for a in (0, 1)])
 
 
 def _upsample_conv_allphase(x, kernel):
@@ -185,23 +190,18 @@ def _upsample_conv_allphase(x, kernel):
     4·c_out channels (each phase's taps side by side in one kernel, the input padded for the
     phase that needs most), then each phase's [b, h, w, c_out] sliced at its offset and
     interleaved. One convolution with 4·c_out output channels runs faster than four with c_out
-    (3.0 against 3.8 ms for the β-VAE's 16×16×32 -> 32×32×32 layer on one core)."""
-    b, h, w, _ = x.shape
-    k, c_out = kernel.shape[0], kernel.shape[-1]
-    phases = [_upsample_phase(k, a) for a in (0, 1)]
-    low, high = max(lo for _, (lo, _) in phases), max(hi for _, (_, hi) in phases)
-    taps = [jnp.asarray(t) for t, _ in phases]
-    both = jnp.concatenate([kernel[taps[a][:, None], taps[q][None, :]]
-                            for a in (0, 1) for q in (0, 1)], -1)  # [m, m, c_in, (a, q, c_out)]
+    (3.0 against 3.8 ms for the β-VAE's 16×16×32 -> 32×32×32 layer on one core, a one-off
+    measurement of 2026-12-04)."""
+    _, h, w, _ = x.shape
+    c_out = kernel.shape[-1]
+    lows, highs = zip(*(_upsample_phase(kernel.shape[0], a)[1] for a in (0, 1)))
+    low, high = max(lows), max(highs)
+    both = jnp.concatenate([_phase_kernel(kernel, a, q) for a in (0, 1) for q in (0, 1)],
+                           -1)  # [m, m, c_in, (a, q, c_out)]
     y = _xla_conv(x, both, ((low, high), (low, high)), 1)
-    rows = []
-    for a, (_, (lo_a, _)) in enumerate(phases):
-        cols = []
-        for q, (_, (lo_q, _)) in enumerate(phases):
-            i, j, c = low - lo_a, low - lo_q, (2 * a + q) * c_out
-            cols.append(y[:, i:i + h, j:j + w, c:c + c_out])
-        rows.append(jnp.stack(cols, 3))                 # [b, h, w, 2 (q), c_out]
-    return jnp.stack(rows, 2).reshape(b, 2 * h, 2 * w, c_out)
+    return _interleave([[y[:, low - lows[a]:low - lows[a] + h, low - lows[q]:low - lows[q] + w,
+                           (2 * a + q) * c_out:(2 * a + q + 1) * c_out]
+                         for q in (0, 1)] for a in (0, 1)])
 
 
 @jax.custom_jvp
@@ -305,12 +305,12 @@ def upsample_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     convolution and the weight gradient per phase. XLA:CPU runs the backward pass of the
     zero-dilated form that lax uses for transposed convolutions 10-20× slower, and the
     all-phase form's forward and backward ("phases 2x2 pad=1") 30× slower, most of it in its
-    weight gradient (`python benchmarks/upsampling.py`). Against
-    the four per-phase convolutions it replaced (`_upsample_conv_phases`), forward and backward
-    of the β-VAE's 16×16×32 -> 32×32×32 layer took 5.09 and 6.78 ms against 5.59 and 7.02 in
-    two runs, and the 7×7×64 -> 14×14×32 layer (batch 128) 2.75 against 3.90; the conv
-    β-VAE's train step ran at 27.4 against 26.4 steps/s (21 alternating rounds, one process)
-    and at 17.6 against 17.2 on one core (2026-12-04). With fewer than `BLOCKS_CHANNELS` output
+    weight gradient (`python benchmarks/upsampling.py`). Against the four per-phase
+    convolutions it replaced (`_upsample_conv_phases`), forward and backward of the β-VAE's
+    16×16×32 -> 32×32×32 layer took 5.09 and 6.78 ms against 5.59 and 7.02 in two runs, and
+    the 7×7×64 -> 14×14×32 layer (batch 128) 2.75 against 3.90; the conv β-VAE's train step ran
+    at 27.4 against 26.4 steps/s (21 alternating rounds in one process, a one-off script) and
+    at 17.6 against 17.2 on one core (2026-12-04). With fewer than `BLOCKS_CHANNELS` output
     channels it is one matmul and an overlap-add (`_upsample_conv_blocks`). Elsewhere it is
     lax's transposed convolution. The same values and derivatives (to float rounding) every
     way, forward and reverse mode.
