@@ -218,13 +218,14 @@ def _upsample_conv_cpu_jvp(primals, tangents):
     # stride-2 convolution of the output gradient (instead of four per-phase convolutions of
     # its slices); the per-phase form's kernel tangent becomes four per-phase weight gradients
     # (the all-phase form's took XLA:CPU over ten times longer). Forward mode computes them as
-    # written: the zero-dilated convolution is slow on CPU, but correct.
+    # written: the zero-dilated convolution is slow on CPU, but correct. JAX calls this only
+    # when at least one tangent is not a symbolic zero.
     terms = []
     if not isinstance(dx, SymbolicZero):
         terms.append(_upsample_conv_dilated(dx, kernel))
     if not isinstance(dkernel, SymbolicZero):
         terms.append(_upsample_conv_phases(x, dkernel))
-    return out, functools.reduce(jnp.add, terms) if terms else jnp.zeros_like(out)
+    return out, functools.reduce(jnp.add, terms)
 
 
 _upsample_conv_cpu.defjvp(_upsample_conv_cpu_jvp, symbolic_zeros=True)
