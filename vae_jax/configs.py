@@ -35,7 +35,7 @@ def base_config() -> ml_collections.ConfigDict:
     # Train steps per call of the compiled step (`lax.scan` over that many batches): > 1 saves
     # each call's fixed cost, 8-20% of a small MLP step's time on CPU; 1 = one step per call.
     # Calls never cross a log, eval or checkpoint step (`loop.steps_in_call`). Changes rounding
-    # only (the README's "Several steps per call").
+    # only (`benchmarks/README.md`, "Several steps per call").
     c.steps_per_execution = 1
     # XLA flags for the CPU processes that train or evaluate this config, set by launch.py
     # before JAX starts (xla_setup.apply_config_flags): for flags that help this model only.
