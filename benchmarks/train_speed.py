@@ -313,8 +313,8 @@ def main():
           + (f' ({"; ".join(flagged)})' if flagged else '') + '. '
           'Both conv decoders are the paper\'s 4×4 stride-2 transposed convolutions: '
           'ConvTranspose2d in PyTorch, vae_jax.models.TransposedConvUpsample in JAX (on CPU '
-          'one stride-1 2×2 convolution per output phase, the last layer one matmul and an '
-          'overlap-add); see benchmarks/upsampling.py.')
+          'one stride-1 2×2 convolution to all four output phases, the last layer one matmul '
+          'and an overlap-add: convolution.upsample_conv); see benchmarks/upsampling.py.')
 
 if __name__ == '__main__':
     main()
