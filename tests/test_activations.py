@@ -1,4 +1,5 @@
-"""activations.relu: jax.nn.relu's values and derivatives, its derivative taken from its output."""
+"""activations.relu: jax.nn.relu's values and derivatives, its derivative taken from its output;
+and relu_minus_zero, the conv decoder's."""
 
 import json
 import os
@@ -35,6 +36,18 @@ def test_relu_values_and_derivatives_are_jax_nn_relus():
     np.testing.assert_array_equal(second, np.zeros(x.shape))
 
 
+def test_relu_minus_zero_is_relu_but_for_the_sign_of_zero():
+    x = _points()
+    ours, theirs = activations.relu_minus_zero(x), activations.relu(x)
+    np.testing.assert_array_equal(ours, theirs)  # -0.0 == 0.0
+    assert np.signbit(ours[x < 0]).all() and not np.signbit(theirs).any()
+    g = jax.random.normal(jax.random.key(1), x.shape)
+    np.testing.assert_array_equal(jax.vjp(activations.relu_minus_zero, x)[1](g)[0],
+                                  jax.vjp(activations.relu, x)[1](g)[0])
+    np.testing.assert_array_equal(jax.jvp(activations.relu_minus_zero, (x,), (g,))[1],
+                                  jax.jvp(activations.relu, (x,), (g,))[1])
+
+
 def test_relu_derivative_of_non_finite_values_is_nan_where_it_multiplies_zero():
     """The documented difference: 0 · t is NaN for t = inf, and the derivative at a NaN
     pre-activation is NaN (jax.nn.relu's are 0)."""
@@ -50,7 +63,8 @@ def test_relu_under_vmap_and_jit_in_a_network():
     """The MLPs' 'relu' and the conv nets' ReLU are this one; gradients through a layer match
     jax.nn.relu's bit for bit."""
     assert models.ACTIVATIONS['relu'] is activations.relu
-    assert models.relu is activations.relu  # the conv encoder's and decoder's
+    assert models.relu is activations.relu  # the conv encoder's
+    assert models.relu_minus_zero is activations.relu_minus_zero  # the conv decoder's
     k1, k2 = jax.random.split(jax.random.key(0))
     w = jax.random.normal(k1, (7, 5))
     xs = jax.random.normal(k2, (4, 3, 7))
@@ -100,3 +114,46 @@ def test_conv_gradient_does_not_write_the_pre_activations():
     assert out.returncode == 0, out.stderr[-3000:]
     written = json.loads(out.stdout.strip().splitlines()[-1])
     assert written['jax.nn'] - written['vae_jax'] >= 64 * 32 * 32 * 32
+
+
+# The conv β-VAE's real train step (`train_speed.JaxRunner`, batch 64) with the decoder's ReLUs
+# as they are and as `relu`, in a fresh process with the family's flags: the arrays of zeros it
+# writes (a fusion of a constant alone, of the shape of an activation) and its parameters after
+# 3 steps.
+STEP_CHILD = """
+import hashlib, json, re, sys
+sys.path.insert(0, 'benchmarks')
+import train_speed as T
+from vae_jax import activations, models, xla_setup
+xla_setup.apply_config_flags(T.config_flags('conv'))
+import jax, numpy as np
+filename, shape, _ = T.MODELS['conv']
+config = T.load_config(filename)
+out = {}
+for name in ('relu_minus_zero', 'relu'):
+    models.relu_minus_zero = getattr(activations, name)
+    r = T.JaxRunner(config, shape, T.host_batches(config.batch_size, shape))
+    text = r.step.lower(r.state, r.batches[0], r.key, r.hparams).compile().as_text()
+    zeros = re.findall(r'= (f32\\[64,[0-9,]+\\])\\{[^}]*\\} fusion\\(%constant[.0-9]*\\)', text)
+    r.run(3)
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(r.state.params):
+        digest.update(np.asarray(leaf).tobytes())
+    out[name] = {'zeros': zeros, 'params': digest.hexdigest()}
+print(json.dumps(out))
+"""
+
+
+def test_conv_decoder_relus_share_no_array_of_zeros_and_train_the_same():
+    """The reason for relu_minus_zero: with the decoder's ReLUs as `relu`, XLA writes out an
+    array of zeros of the encoder's first activation's shape, [64, 32, 32, 32], for the two
+    ReLUs to share; with relu_minus_zero it writes none of that size, and the parameters after
+    3 steps are the same bit for bit."""
+    env = dict(os.environ, XLA_FLAGS='', VAE_JAX_XLA_FLAGS='1')
+    out = subprocess.run([sys.executable, '-c', STEP_CHILD], env=env,
+                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert 'f32[64,32,32,32]' in got['relu']['zeros']
+    assert 'f32[64,32,32,32]' not in got['relu_minus_zero']['zeros']
+    assert got['relu_minus_zero']['params'] == got['relu']['params']

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from vae_jax import flows, likelihoods, priors, registry
-from vae_jax.activations import relu
+from vae_jax.activations import relu, relu_minus_zero
 from vae_jax.convolution import Conv, depth_to_space, upsample_conv
 from vae_jax.errors import UserError
 from vae_jax.inits import dense_init
@@ -199,6 +199,8 @@ class ConvDecoder(nn.Module):
 
     The feature map starts at ceil(size / 2^n) for n upsamplings and the result is cropped
     to `output_shape` (e.g. 2 -> 32 -> 28 for four layers on MNIST; 4 -> 64 on dSprites).
+    Its ReLUs are `activations.relu_minus_zero` (the encoder's values and derivatives; see
+    there why).
     """
     channels: Sequence[int]      # encoder order; the decoder runs them in reverse
     dense: int
@@ -214,14 +216,14 @@ class ConvDecoder(nn.Module):
         n = len(self.channels)
         h0, w0 = -(-height // 2**n), -(-width // 2**n)
         h = _concat(z, _one_hot(y, self.num_classes))
-        h = relu(nn.Dense(self.dense)(h))
-        h = relu(nn.Dense(h0 * w0 * self.channels[-1])(h))
+        h = relu_minus_zero(nn.Dense(self.dense)(h))
+        h = relu_minus_zero(nn.Dense(h0 * w0 * self.channels[-1])(h))
         h = h.reshape(z.shape[0], h0, w0, self.channels[-1])
         out_channels = list(reversed(self.channels[:-1])) + [out_c * self.num_params]
         for i, c in enumerate(out_channels):
             h = UPSAMPLERS[self.upsample](c, self.kernel)(h)
             if i < n - 1:
-                h = relu(h)
+                h = relu_minus_zero(h)
         h = h[:, :height, :width, :]
         return h.reshape(z.shape[0], height, width, out_c, self.num_params)
 
