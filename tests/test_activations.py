@@ -116,30 +116,32 @@ def test_conv_gradient_does_not_write_the_pre_activations():
     assert written['jax.nn'] - written['vae_jax'] >= 64 * 32 * 32 * 32
 
 
-# The conv β-VAE's real train step (`train_speed.JaxRunner`, batch 64) with the decoder's ReLUs
-# as they are and as `relu`, in a fresh process with the family's flags: the arrays of zeros it
-# writes (a fusion of a constant alone, of the shape of an activation) and its parameters after
-# 3 steps.
+# The conv β-VAE's real train step (`train_speed.JaxRunner`, batch 64) with vae_jax's ReLUs and
+# with the decoder's as `relu` (`relu_grad.py`'s 'shared zero'), in a fresh process with the
+# family's flags: the arrays of zeros its compiled program writes (a fusion of a constant alone)
+# and its parameters after 3 steps.
 STEP_CHILD = """
 import hashlib, json, re, sys
 sys.path.insert(0, 'benchmarks')
 import train_speed as T
-from vae_jax import activations, models, xla_setup
+from relu_grad import model_relu
+from step_profile import compiled_text
+from vae_jax import xla_setup
 xla_setup.apply_config_flags(T.config_flags('conv'))
 import jax, numpy as np
 filename, shape, _ = T.MODELS['conv']
 config = T.load_config(filename)
 out = {}
-for name in ('relu_minus_zero', 'relu'):
-    models.relu_minus_zero = getattr(activations, name)
-    r = T.JaxRunner(config, shape, T.host_batches(config.batch_size, shape))
-    text = r.step.lower(r.state, r.batches[0], r.key, r.hparams).compile().as_text()
+for form in ('vae_jax', 'shared zero'):
+    with model_relu(form):
+        r = T.JaxRunner(config, shape, T.host_batches(config.batch_size, shape))
+        text = compiled_text(r)
+        r.run(3)
     zeros = re.findall(r'= (f32\\[64,[0-9,]+\\])\\{[^}]*\\} fusion\\(%constant[.0-9]*\\)', text)
-    r.run(3)
     digest = hashlib.sha256()
     for leaf in jax.tree.leaves(r.state.params):
         digest.update(np.asarray(leaf).tobytes())
-    out[name] = {'zeros': zeros, 'params': digest.hexdigest()}
+    out[form] = {'zeros': zeros, 'params': digest.hexdigest()}
 print(json.dumps(out))
 """
 
@@ -154,6 +156,6 @@ def test_conv_decoder_relus_share_no_array_of_zeros_and_train_the_same():
                          capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
-    assert 'f32[64,32,32,32]' in got['relu']['zeros']
-    assert 'f32[64,32,32,32]' not in got['relu_minus_zero']['zeros']
-    assert got['relu_minus_zero']['params'] == got['relu']['params']
+    assert 'f32[64,32,32,32]' in got['shared zero']['zeros']
+    assert 'f32[64,32,32,32]' not in got['vae_jax']['zeros']
+    assert got['vae_jax']['params'] == got['shared zero']['params']

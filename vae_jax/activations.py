@@ -12,8 +12,10 @@ with its derivative taken from its output, as a product with `sign(relu(x))`:
 The conv β-VAE's compiled train step then writes 54.2 million f32 elements per step instead of
 61.5 and takes 32.3 ms instead of 34.6 (1.07×; 1.08× in an earlier one-off run); the main
 job's MLP step runs as many kernels and writes as many elements as with `jax.nn.relu`, and both
-models' parameters are the same bit for bit (`python benchmarks/relu_grad.py --models conv` and
-`--models mlp`, 15 rotating rounds, 2026-12-04 at 00:11, a 2-core AMD EPYC VM).
+models' parameters were the same bit for bit (`python benchmarks/relu_grad.py --models conv` and
+`--models mlp`, 15 rotating rounds, 2026-12-04 at 00:11, a 2-core AMD EPYC VM). Since the
+conv decoder's all-phase form (`convolution._upsample_conv_cpu`, 2026-12-04) the conv model's
+differ by rounding: at most 3.1e-6 after 2 steps (the same command at 13:45).
 Where x <= 0 the derivative is 0 · t, so a NaN or infinite incoming gradient gives NaN there,
 and a NaN pre-activation gives NaN, where `jax.nn.relu`'s derivative is 0 (a step with either
 has a non-finite loss or gradient already).
@@ -41,12 +43,14 @@ def relu_minus_zero(x: jax.Array) -> jax.Array:
     conv β-VAE's encoder and decoder have ReLUs on arrays of the same shapes ([64, 32, 32, 32]
     after the encoder's first layer and before the decoder's last, and so on), so its train
     step wrote 8 MiB of zeros (and smaller arrays) every step for them to share. With -0.0 as
-    the decoder's zero each ReLU's fusion takes its zero as a scalar: the step ran at 32.4
-    against 31.9 steps/s on two cores (21 alternating rounds) and 17.1 against 16.6 on one (11
-    rounds; one-off scripts, 2026-12-04 at 11:55, a 2-core AMD EPYC VM; a first trial gave 32.5
-    against 31.9 and 16.3 against 16.0). A -0.0 where relu gives 0.0 changes no sum (x + -0.0
-    = x) and no product's magnitude: the trained parameters are the same bit for bit
-    (`tests/test_activations.py`).
+    the decoder's zero each ReLU's fusion takes its zero as a scalar: the step writes 48.2
+    million f32 elements instead of 51.1 and took 38.0 ms (36.2-40.5) against 38.3 (35.9-41.3),
+    a gain within the noise (`python benchmarks/relu_grad.py --rounds 11`, its 'shared zero'
+    form, 2026-12-04 at 13:45, a 2-core AMD EPYC VM); one-off alternating runs in one process
+    an hour earlier gave 32.4 against 31.9 steps/s on two cores and 17.1 against 16.6 on one.
+    A -0.0 where relu gives 0.0 changes no sum (x + -0.0 = x) and no product's magnitude: the
+    trained parameters are the same bit for bit (`tests/test_activations.py`, and the
+    benchmark).
     """
     return jnp.maximum(x, -0.0)
 
