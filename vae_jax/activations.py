@@ -15,7 +15,8 @@ job's MLP step runs as many kernels and writes as many elements as with `jax.nn.
 models' parameters were the same bit for bit (`python benchmarks/relu_grad.py --models conv` and
 `--models mlp`, 15 rotating rounds, 2026-12-04 at 00:11, a 2-core AMD EPYC VM). Since the
 conv decoder's all-phase form (`convolution._upsample_conv_cpu`, 2026-12-04) the conv model's
-differ by rounding: at most 3.1e-6 after 2 steps (the same command at 13:45).
+differ by rounding: at most 3.1e-6 after 4 steps (`python benchmarks/relu_grad.py --rounds 1
+--steps 2`, 13:50).
 Where x <= 0 the derivative is 0 · t, so a NaN or infinite incoming gradient gives NaN there,
 and a NaN pre-activation gives NaN, where `jax.nn.relu`'s derivative is 0 (a step with either
 has a non-finite loss or gradient already).
@@ -46,7 +47,7 @@ def relu_minus_zero(x: jax.Array) -> jax.Array:
     the decoder's zero each ReLU's fusion takes its zero as a scalar: the step writes 48.2
     million f32 elements instead of 51.1 and took 38.0 ms (36.2-40.5) against 38.3 (35.9-41.3),
     a gain within the noise (`python benchmarks/relu_grad.py --rounds 11`, its 'shared zero'
-    form, 2026-12-04 at 13:45, a 2-core AMD EPYC VM); one-off alternating runs in one process
+    form, 2026-12-04 at 13:40, a 2-core AMD EPYC VM); one-off alternating runs in one process
     an hour earlier gave 32.4 against 31.9 steps/s on two cores and 17.1 against 16.6 on one.
     A -0.0 where relu gives 0.0 changes no sum (x + -0.0 = x) and no product's magnitude: the
     trained parameters are the same bit for bit (`tests/test_activations.py`, and the

@@ -309,9 +309,11 @@ def upsample_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     weight gradient (`python benchmarks/upsampling.py`). Against the four per-phase
     convolutions it replaced (`_upsample_conv_phases`), forward and backward of the β-VAE's
     16×16×32 -> 32×32×32 layer took 5.09 and 6.78 ms against 5.59 and 7.02 in two runs, and
-    the 7×7×64 -> 14×14×32 layer (batch 128) 2.75 against 3.90; the conv β-VAE's train step ran
-    at 27.4 against 26.4 steps/s (21 alternating rounds in one process, a one-off script) and
-    at 17.6 against 17.2 on one core (2026-12-04). With fewer than `BLOCKS_CHANNELS` output
+    the 7×7×64 -> 14×14×32 layer (batch 128) 2.75 against 3.90; the conv β-VAE's train step
+    writes 48.2 million f32 elements per step instead of 50.3 and took 37.9 ms (35.2-48.8)
+    against 38.1 (35.4-43.3), within the noise (`python benchmarks/decoder_form.py --rounds 11`,
+    2026-12-04 at 13:45, a 2-core AMD EPYC VM; one-off alternating runs in one process that
+    morning gave 27.4 against 26.4 steps/s on two cores and 17.6 against 17.2 on one). With fewer than `BLOCKS_CHANNELS` output
     channels it is one matmul and an overlap-add (`_upsample_conv_blocks`). Elsewhere it is
     lax's transposed convolution. The same values and derivatives (to float rounding) every
     way, forward and reverse mode.
