@@ -16,7 +16,7 @@ models' parameters were the same bit for bit (`python benchmarks/relu_grad.py --
 `--models mlp`, 15 rotating rounds, 2026-12-04 at 00:11, a 2-core AMD EPYC VM). Since the
 conv decoder's all-phase form (`convolution._upsample_conv_cpu`, 2026-12-04) the conv model's
 differ by rounding: at most 3.1e-6 after 4 steps (`python benchmarks/relu_grad.py --rounds 1
---steps 2`, 13:50).
+--steps 2`, 13:45).
 Where x <= 0 the derivative is 0 · t, so a NaN or infinite incoming gradient gives NaN there,
 and a NaN pre-activation gives NaN, where `jax.nn.relu`'s derivative is 0 (a step with either
 has a non-finite loss or gradient already).
