@@ -129,7 +129,9 @@ def main():
         time_layers(rounds.parse_args(rest).rounds, args.one_thread)
         return
     sys.argv[1:] = rest
-    rows, loads = G.compare(FORMS, decoder_form, __doc__.split('\n')[0], differences,
+    description = (' '.join(__doc__.split('\n\n')[0].split()) + ' Also: --layers, each ×2 '
+                   "layer's forward pass alone; --one_thread with it, XLA:CPU on one thread.")
+    rows, loads = G.compare(FORMS, decoder_form, description, differences,
                             default_models='conv')
     G.print_table(rows, 'decoder', 'all-phase, sliced')
     for name, _, _, _, diff in rows:
