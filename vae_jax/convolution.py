@@ -9,20 +9,23 @@ which picks, when it is traced, the formulation the backend runs fastest:
 - on GPU/TPU: `lax.conv_general_dilated` itself.
 
 `upsample_conv` is the decoder's ×2 transposed convolution. On CPU its forward pass is one
-stride-1 convolution to all four output phases' channels, its input gradient one stride-2
-convolution of the output gradient and its weight gradient one per output phase
-(`_upsample_conv_cpu`); with fewer than 4 output channels (an image's last layer) it is one
-matrix multiplication followed by an overlap-add.
+stride-1 convolution to all four output phases' channels, interleaved by depth-to-space, its
+input gradient one stride-2 convolution of the output gradient and its weight gradient one per
+output phase (`_upsample_conv_cpu`); with fewer than 4 output channels (an image's last layer)
+it is one matrix multiplication followed by an overlap-add.
 
 Tried against these and not kept (2-core CPU, batch 64, the β-VAE's layers; one-off scripts,
-numbers in the issue's note): a convolution as one matrix multiplication of its input's
-patches (im2col: kh·kw strided slices concatenated, then dot_general) is several times slower
-here, because XLA:CPU copies the patches slowly; a transposed convolution as one matmul plus an
-overlap-add of its 16 taps is 1.7-6× slower than the per-phase convolutions on the layers of
-32 output channels (`python benchmarks/upsampling.py --quick --beta_vae_flags`, 2026-12-03 at
-23:03; 3-8× before the overlap-add was split), so only the last layer takes it.
-The conv step's speed-up on CPU comes from XLA flags instead (`xla_setup.CPU_FLAGS`, and the
-β-VAE family's `config.xla_cpu_flags`: `xla_setup.BETA_VAE_CPU_FLAGS`).
+their numbers in benchmarks/README.md): a convolution as one matrix multiplication of its
+input's patches (im2col: kh·kw strided slices concatenated, then dot_general) is several times
+slower here, because XLA:CPU copies the patches slowly; a transposed convolution as one matmul
+plus an overlap-add of its 16 taps is 1.7-6× slower than the per-phase convolutions on the
+layers of 32 output channels (`python benchmarks/upsampling.py --quick --beta_vae_flags`,
+2026-12-03 at 23:03; 3-8× before the overlap-add was split), so only the last layer takes it;
+a strided convolution's weight gradient over space-to-depth inputs, or as one matmul of them
+with the shifted output gradients, costs in copies what it saves in the transposed copy of
+the activations that XLA's own weight gradient reads. The rest of the conv step's speed-up on
+CPU comes from XLA flags (`xla_setup.CPU_FLAGS`, and the β-VAE family's
+`config.xla_cpu_flags`: `xla_setup.BETA_VAE_CPU_FLAGS`).
 """
 
 import functools
