@@ -21,8 +21,8 @@ slower here, because XLA:CPU copies the patches slowly; a transposed convolution
 plus an overlap-add of its 16 taps is 1.7-6× slower than the per-phase convolutions on the
 layers of 32 output channels (`python benchmarks/upsampling.py --quick --beta_vae_flags`,
 2026-12-03 at 23:03; 3-8× before the overlap-add was split), so only the last layer takes it;
-a strided convolution's weight gradient over space-to-depth inputs, or as one matmul of them
-with the shifted output gradients, costs in copies what it saves in the transposed copy of
+a strided convolution's weight gradient over space-to-depth inputs, per input phase, or as
+one matmul of the space-to-depth input with the shifted output gradients, costs in copies what it saves in the transposed copy of
 the activations that XLA's own weight gradient reads. The rest of the conv step's speed-up on
 CPU comes from XLA flags (`xla_setup.CPU_FLAGS`, and the β-VAE family's
 `config.xla_cpu_flags`: `xla_setup.BETA_VAE_CPU_FLAGS`).
