@@ -69,16 +69,6 @@ def decoder_form(form):
         convolution._upsample_conv_cpu, convolution._upsample_conv_allphase = saved
 
 
-def differences(name, runners):
-    """{form: the largest absolute difference between its parameters and the first form's}."""
-    import jax
-    import numpy as np
-    first = jax.tree.leaves(runners[FORMS[0]].state.params)
-    return {form: max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
-                      for x, y in zip(first, jax.tree.leaves(runners[form].state.params)))
-            for form in FORMS[1:]}
-
-
 def time_layers(rounds, one_thread):
     """Prints ms per forward pass (and ReLU) of each layer, both all-phase forms."""
     from vae_jax import xla_setup
@@ -131,7 +121,8 @@ def main():
     sys.argv[1:] = rest
     description = (' '.join(__doc__.split('\n\n')[0].split()) + ' Also: --layers, each ×2 '
                    "layer's forward pass alone; --one_thread with it, XLA:CPU on one thread.")
-    rows, loads = G.compare(FORMS, decoder_form, description, differences,
+    rows, loads = G.compare(FORMS, decoder_form, description,
+                            lambda name, runners: G.parameter_differences(runners),
                             default_models='conv')
     G.print_table(rows, 'decoder', 'all-phase, sliced')
     for name, _, _, _, diff in rows:

@@ -108,6 +108,19 @@ def compare(forms, patch, description, summarize, default_models='mlp,hvae'):
     return rows, loads
 
 
+def parameter_differences(runners):
+    """{form: the largest absolute difference between its runner's parameters and the first
+    form's, after the same steps from the same start (0: the same bit for bit)} for every form
+    after the first."""
+    import jax
+    import numpy as np
+    (_, first), *others = runners.items()
+    ours = jax.tree.leaves(first.state.params)
+    return {form: max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+                      for x, y in zip(ours, jax.tree.leaves(r.state.params)))
+            for form, r in others}
+
+
 def print_table(rows, label, base):
     """The table of `compare`'s rows: `label` heads the forms' column; ratios to form `base`."""
     print(f'\n| model | {label} | kernels | f32 elements written |'

@@ -45,19 +45,9 @@ def model_relu(form):
         models.relu, models.ACTIVATIONS['relu'], models.relu_minus_zero = saved
 
 
-def same_parameters(name, runners):
-    """{form: the largest absolute difference between its runner's parameters and vae_jax's,
-    after the same steps (0: the same bit for bit)}."""
-    import jax
-    import numpy as np
-    ours = jax.tree.leaves(runners['vae_jax'].state.params)
-    return {form: max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
-                      for x, y in zip(ours, jax.tree.leaves(runners[form].state.params)))
-            for form in FORMS[1:]}
-
-
 def main():
-    rows, loads = G.compare(FORMS, model_relu, __doc__.split('\n')[0], same_parameters,
+    rows, loads = G.compare(FORMS, model_relu, __doc__.split('\n')[0],
+                            lambda name, runners: G.parameter_differences(runners),
                             default_models='conv')
     G.print_table(rows, 'ReLU', 'jax.nn')
     print("\nParameters after the same steps from the same start, against vae_jax's:")
