@@ -41,13 +41,15 @@ LAYERS = (((64, 4, 4, 64), (4, 4, 64, 64)), ((64, 8, 8, 64), (4, 4, 64, 32)),
 def allphase_sliced(x, kernel):
     """`convolution._upsample_conv_allphase` as it was: each phase sliced out of the all-phase
     convolution's output at its offset, the four stacked (`convolution._interleave`)."""
+    import jax.numpy as jnp
+
     from vae_jax import convolution as C
     _, h, w, _ = x.shape
     c_out = kernel.shape[-1]
     lows, highs = zip(*(C._upsample_phase(kernel.shape[0], a)[1] for a in (0, 1)))
     low, high = max(lows), max(highs)
-    both = C.jnp.concatenate([C._phase_kernel(kernel, a, q) for a in (0, 1) for q in (0, 1)],
-                             -1)  # [m, m, c_in, (a, q, c_out)]
+    both = jnp.concatenate([C._phase_kernel(kernel, a, q) for a in (0, 1) for q in (0, 1)],
+                           -1)  # [m, m, c_in, (a, q, c_out)]
     y = C._xla_conv(x, both, ((low, high), (low, high)), 1)
     return C._interleave([[y[:, low - lows[a]:low - lows[a] + h, low - lows[q]:low - lows[q] + w,
                              (2 * a + q) * c_out:(2 * a + q + 1) * c_out]
