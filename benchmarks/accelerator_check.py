@@ -1,16 +1,18 @@
 """Accelerator readiness in one run: train-step throughput (JAX vs PyTorch) and one ledger row.
 
-On the lent GPU machine (a fresh copy of the repo; it reaches the package registries only),
-from the repository root, as one command (the install is the first step; bash's $SECONDS, the
-time it took, comes off the script's budget so that the table is printed by ~500 s):
+On a GPU machine that reaches no package registry but has Python 3.12 with JAX's CUDA build,
+flax, optax, chex, orbax, PyTorch and the rest of the scientific stack: first, where pip works,
+`bash benchmarks/accelerator_wheels.sh` puts the wheels of vae_jax's other dependencies in .whl/
+and the row's data (b) in runs/tfds/; carry both, and run there, from the repository root, with
+a timeout of ~480 s:
 
-    pip install -q -e '.[bench]' 'jax[cuda12]>=0.10,<0.11' && python benchmarks/accelerator_check.py --row_data_dir=runs/tfds --time_budget=$((500 - SECONDS)) --out=$OUT/accelerator_check.json
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && PYTHONPATH=/tmp/site:$PWD python3 benchmarks/accelerator_check.py --row_data_dir=runs/tfds --time_budget=$((430 - SECONDS)) --out=$OUT/accelerator_check.json
 
-with a run timeout of ~560 s. PyPI's Linux torch wheel is its CUDA build; the header says
-whether torch (and JAX) found the GPU, else they ran on cpu. The row (b) reads TFDS `binarized_mnist` (17 MB), and the GPU
-machine gets only the repository: before the run, copy it into an ignored folder and carry it,
-`mkdir -p runs/tfds && cp -r ../shared/data/tfds/binarized_mnist runs/tfds/` and
-carry=['runs/tfds']. Without it the row is reported as skipped, with the reason.
+(On a machine that reaches PyPI: `pip install -e '.[bench]'` and JAX's CUDA build instead of
+the wheels.) Run so on an NVIDIA H200 on 2026-12-04 it took 357 s (compilation of the four
+models' steps 196 s of it); benchmarks/README.md, "On a GPU", has the table. The header says
+whether torch (and JAX) found the GPU, else they ran on cpu. Without the row's data the row is
+reported as skipped, with the reason.
 
 It prints, as each is measured and then as one markdown table (and as JSON to --out, default
 $OUT/accelerator_check.json when $OUT is set, rewritten after each measurement so a killed run

@@ -186,9 +186,9 @@ def test_depth_to_space_inverts_space_to_depth():
 
 def test_add_xla_flags_appends_and_never_overrides():
     env = {'XLA_FLAGS': '--xla_force_host_platform_device_count=4'}
-    assert xla_setup.add_xla_flags(env) == list(xla_setup.CPU_FLAGS)
+    assert xla_setup.add_xla_flags(env) == list(xla_setup.default_flags())
     assert env['XLA_FLAGS'].split() == ['--xla_force_host_platform_device_count=4',
-                                        *xla_setup.CPU_FLAGS]
+                                        *xla_setup.default_flags()]
     assert xla_setup.add_xla_flags(env) == []  # already there
     name = xla_setup.CPU_FLAGS[0].split('=')[0]
     mine = {'XLA_FLAGS': f'{name}=individual_convolution'}
@@ -196,7 +196,27 @@ def test_add_xla_flags_appends_and_never_overrides():
     assert mine['XLA_FLAGS'] == f'{name}=individual_convolution'
     empty = {}
     xla_setup.add_xla_flags(empty)
-    assert empty['XLA_FLAGS'] == ' '.join(xla_setup.CPU_FLAGS)
+    assert empty['XLA_FLAGS'] == ' '.join(xla_setup.default_flags())
+
+
+def test_gpu_flags_are_added_where_jax_has_a_cuda_plugin(tmp_path):
+    """Importing vae_jax adds GPU_FLAGS only where a JAX CUDA plugin module is installed
+    (jax_plugins.xla_cuda12/13): here a stand-in module of that name, which is never imported,
+    since JAX's backends do not start."""
+    code = 'import os, vae_jax; print(os.environ.get("XLA_FLAGS", ""))'
+
+    def flags(extra_path):
+        env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', xla_setup.ADDED_ENV)}
+        env['PYTHONPATH'] = os.pathsep.join(filter(None, [extra_path, env.get('PYTHONPATH')]))
+        out = subprocess.run([sys.executable, '-c', code], env=env, check=True,
+                             capture_output=True, text=True)
+        return out.stdout.split()
+
+    plugin = tmp_path / 'jax_plugins' / 'xla_cuda13'
+    plugin.mkdir(parents=True)
+    (plugin / '__init__.py').write_text('raise SystemExit("imported")\n')
+    assert flags('') == list(xla_setup.default_flags())  # CPU_FLAGS alone on a CPU machine
+    assert flags(str(tmp_path)) == [*xla_setup.CPU_FLAGS, *xla_setup.GPU_FLAGS]
 
 
 def test_config_flags_replace_vae_jax_values_not_the_users(tmp_path):

@@ -1,6 +1,7 @@
-"""What vae_jax sets up in XLA before JAX starts: CPU flags that measurably help, and the
-persistent compilation cache. Both apply to every process that imports vae_jax (launch.py, the
-`python -m vae_jax...` commands, a notebook) if JAX has not yet started its backends.
+"""What vae_jax sets up in XLA before JAX starts: CPU (and, where JAX has a CUDA plugin, GPU)
+flags that measurably help, and the persistent compilation cache. Both apply to every process
+that imports vae_jax (launch.py, the `python -m vae_jax...` commands, a notebook) if JAX has not
+yet started its backends.
 
 - `CPU_FLAGS`: `--xla_cpu_experimental_ynn_fusion_type=-individual_convolution` has XLA:CPU
   run each convolution with its own (Eigen) kernels instead of YNNPACK's, which are slower
@@ -9,6 +10,19 @@ persistent compilation cache. Both apply to every process that imports vae_jax (
   unchanged (it has no convolution) (`python benchmarks/xla_flags.py`). Convolutions round
   differently with it, so conv runs do not reproduce bit for bit across the switch (README,
   "Speed"). Only the CPU backend reads these flags.
+- `GPU_FLAGS`, added only where a JAX CUDA plugin is installed (`jax_plugins.xla_cuda*`):
+  `--xla_gpu_enable_triton_gemm=false` has XLA:GPU run matrix products with cuBLAS instead of
+  Triton kernels, which it autotunes at compile time, over many tilings per product. On an
+  NVIDIA H200 (JAX 0.11.2, CUDA 13, caches empty; each measured once, without and with the
+  flag on two machines of that kind, 2026-12-04) the README's main job took 62.7 s, 47.0 of
+  them compiling, and 28.1 s with the flag, 10.8 compiling (test -ELBO 103.24 and 103.29);
+  the train steps, timed against PyTorch on the same GPU in each run
+  (`benchmarks/accelerator_check.py`): MLP JAX/PyTorch 8.53x without, 8.47x with; conv step
+  447.5 and 443.7 steps/s (compilation 39.0 and 26.9 s). Not measured on the VDVAE. Turning
+  autotuning off altogether (`--xla_gpu_autotune_level=0`) compiled the main job in 10.2 s
+  but ran the conv step at 33 steps/s (its convolutions' algorithms untuned), so not that.
+  `XLA_FLAGS=--xla_gpu_enable_triton_gemm=true` turns the flag off (the user's flags win); a
+  process with a warm cache compiles little either way (the main job: 8.4 s, 1.1 compiling).
 - The persistent compilation cache (`jax_compilation_cache_dir`) in `<cache>/jax`
   (`vae_jax.cache.cache_dir()`): a process that compiles what an earlier one compiled (the same
   model, shapes, JAX version and flags) reads the executable instead of compiling it again:
@@ -46,6 +60,8 @@ CPU_FLAGS = ('--xla_cpu_experimental_ynn_fusion_type=-individual_convolution',)
 # `--models mlp,hvae,vdvae --flags=...`), so only configs that gain set it. It rounds differently.
 BETA_VAE_CPU_FLAGS = f'{CPU_FLAGS[0]},+eltwise'  # replaces CPU_FLAGS' value of the same flag
 
+GPU_FLAGS = ('--xla_gpu_enable_triton_gemm=false',)
+
 # Flag names that were in XLA_FLAGS before vae_jax added any: the user's, never replaced.
 _user_flags: set[str] = set()
 
@@ -68,9 +84,9 @@ def setup() -> None:
         # Too late for this process; and XLA_FLAGS is part of the compilation cache's key,
         # which must not claim flags the running backend never read.
         if not _off('VAE_JAX_XLA_FLAGS'):
-            logging.warning('JAX started before vae_jax was imported: its XLA:CPU flags %s are '
+            logging.warning('JAX started before vae_jax was imported: its XLA flags %s are '
                             'not set (import vae_jax first, or set XLA_FLAGS yourself)',
-                            ' '.join(CPU_FLAGS))
+                            ' '.join(default_flags()))
     else:
         add_xla_flags()
     enable_compilation_cache()
@@ -92,11 +108,32 @@ def _record_added(environ, flags) -> None:
     environ[ADDED_ENV] = merge_flags(environ.get(ADDED_ENV, ''), ' '.join(flags), set())
 
 
-def add_xla_flags(environ=os.environ, flags=CPU_FLAGS) -> list[str]:
-    """Appends each of `flags` to environ['XLA_FLAGS'] unless a flag of that name is there;
-    returns those added. It takes effect only if JAX's backends have not started yet."""
+def cuda_plugin_installed() -> bool:
+    """Whether JAX has a CUDA plugin (jax-cuda12-pjrt or jax-cuda13-pjrt: the module
+    `jax_plugins.xla_cuda12` / `xla_cuda13`), found without importing it or starting JAX."""
+    import importlib.util
+    import pkgutil
+
+    try:
+        spec = importlib.util.find_spec('jax_plugins')
+    except (ImportError, ValueError):
+        return False
+    paths = spec.submodule_search_locations if spec else None
+    return bool(paths) and any(m.name.startswith('xla_cuda') for m in pkgutil.iter_modules(paths))
+
+
+def default_flags() -> tuple[str, ...]:
+    """vae_jax's own flags for this process: CPU_FLAGS, and GPU_FLAGS where they can apply."""
+    return CPU_FLAGS + (GPU_FLAGS if cuda_plugin_installed() else ())
+
+
+def add_xla_flags(environ=os.environ, flags=None) -> list[str]:
+    """Appends each of `flags` (default: `default_flags()`) to environ['XLA_FLAGS'] unless a
+    flag of that name is there; returns those added. It takes effect only if JAX's backends
+    have not started yet."""
     if _off('VAE_JAX_XLA_FLAGS'):
         return []
+    flags = default_flags() if flags is None else flags
     present = set(_names(environ.get('XLA_FLAGS', '')))
     added = [f for f in flags if _name(f) not in present]
     if added:
