@@ -13,9 +13,9 @@ yet started its backends.
 - `GPU_FLAGS`, added only where a JAX CUDA plugin is installed (`jax_plugins.xla_cuda*`):
   `--xla_gpu_enable_triton_gemm=false` has XLA:GPU run matrix products with cuBLAS instead of
   Triton kernels, which it autotunes at compile time, over many tilings per product. On an
-  NVIDIA H200 (JAX 0.11.2, CUDA 13, caches empty; each measured once, without and with the
-  flag on two machines of that kind, 2026-12-04) the README's main job took 62.7 s, 47.0 of
-  them compiling, and 28.1 s with the flag, 10.8 compiling (test -ELBO 103.24 and 103.29);
+  NVIDIA H200 (JAX 0.11.2, CUDA 13, caches empty; each measured once, on three machines of
+  that kind, 2026-12-04) the README's main job took 62.7 s, 47.0 of them compiling, and
+  28.1 s with the flag, 10.8 compiling (test -ELBO 103.24 and 103.29);
   the train steps, timed against PyTorch on the same GPU in each run
   (`benchmarks/accelerator_check.py`): MLP JAX/PyTorch 8.53x without, 8.47x with; conv step
   447.5 and 443.7 steps/s (compilation 39.0 and 26.9 s). Not measured on the VDVAE. Turning
