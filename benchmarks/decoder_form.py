@@ -1,9 +1,9 @@
 """The conv β-VAE's train step with the decoder's CPU form of its transposed convolutions
-(`convolution._upsample_conv_cpu`: forward as one convolution to all four output phases, then
+(`upsample._upsample_conv_cpu`: forward as one convolution to all four output phases, then
 depth-to-space and a crop; input gradient as one stride-2 convolution; weight gradient per
 phase) against the same with the phases sliced out one by one and stacked ('all-phase,
 sliced', its form until 2026-12-04 afternoon) and against the four per-phase convolutions it
-replaced (`convolution._upsample_conv_phases`, forward and backward).
+replaced (`upsample._upsample_conv_phases`, forward and backward).
 
     python benchmarks/decoder_form.py               # the train step, ~3 minutes
     python benchmarks/decoder_form.py --layers      # each ×2 layer's forward pass, ~20 s
@@ -39,19 +39,20 @@ LAYERS = (((64, 4, 4, 64), (4, 4, 64, 64)), ((64, 8, 8, 64), (4, 4, 64, 32)),
 
 
 def allphase_sliced(x, kernel):
-    """`convolution._upsample_conv_allphase` as it was: each phase sliced out of the all-phase
-    convolution's output at its offset, the four stacked (`convolution._interleave`)."""
+    """`upsample._upsample_conv_allphase` as it was: each phase sliced out of the all-phase
+    convolution's output at its offset, the four stacked (`upsample._interleave`)."""
     import jax.numpy as jnp
 
-    from vae_jax import convolution as C
+    from vae_jax import upsample as U
+    from vae_jax.convolution import conv_nhwc
     _, h, w, _ = x.shape
     c_out = kernel.shape[-1]
-    lows, highs = zip(*(C._upsample_phase(kernel.shape[0], a)[1] for a in (0, 1)))
+    lows, highs = zip(*(U._upsample_phase(kernel.shape[0], a)[1] for a in (0, 1)))
     low, high = max(lows), max(highs)
-    both = jnp.concatenate([C._phase_kernel(kernel, a, q) for a in (0, 1) for q in (0, 1)],
+    both = jnp.concatenate([U._phase_kernel(kernel, a, q) for a in (0, 1) for q in (0, 1)],
                            -1)  # [m, m, c_in, (a, q, c_out)]
-    y = C._xla_conv(x, both, ((low, high), (low, high)), 1)
-    return C._interleave([[y[:, low - lows[a]:low - lows[a] + h, low - lows[q]:low - lows[q] + w,
+    y = conv_nhwc(x, both, ((low, high), (low, high)), 1)
+    return U._interleave([[y[:, low - lows[a]:low - lows[a] + h, low - lows[q]:low - lows[q] + w,
                              (2 * a + q) * c_out:(2 * a + q + 1) * c_out]
                            for q in (0, 1)] for a in (0, 1)])
 
@@ -59,16 +60,16 @@ def allphase_sliced(x, kernel):
 @contextlib.contextmanager
 def decoder_form(form):
     """While active, `upsample_conv` on CPU (from 4 output channels up) uses `form`."""
-    from vae_jax import convolution
-    saved = convolution._upsample_conv_cpu, convolution._upsample_conv_allphase
+    from vae_jax import upsample
+    saved = upsample._upsample_conv_cpu, upsample._upsample_conv_allphase
     if form == 'per-phase':
-        convolution._upsample_conv_cpu = convolution._upsample_conv_phases
+        upsample._upsample_conv_cpu = upsample._upsample_conv_phases
     elif form == 'all-phase, sliced':
-        convolution._upsample_conv_allphase = allphase_sliced
+        upsample._upsample_conv_allphase = allphase_sliced
     try:
         yield
     finally:
-        convolution._upsample_conv_cpu, convolution._upsample_conv_allphase = saved
+        upsample._upsample_conv_cpu, upsample._upsample_conv_allphase = saved
 
 
 def time_layers(rounds, one_thread):
@@ -81,8 +82,8 @@ def time_layers(rounds, one_thread):
     import jax
     import numpy as np
 
-    from vae_jax import activations, convolution
-    forms = {'all-phase': convolution._upsample_conv_allphase,
+    from vae_jax import activations, upsample
+    forms = {'all-phase': upsample._upsample_conv_allphase,
              'all-phase, sliced': allphase_sliced}
     print(f'jax {jax.__version__}, {rounds} alternating rounds of 20 calls, '
           f'{"one thread" if one_thread else "XLA:CPU threads as set"}\n')

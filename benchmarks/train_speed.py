@@ -314,7 +314,7 @@ def main():
           'Both conv decoders are the paper\'s 4×4 stride-2 transposed convolutions: '
           'ConvTranspose2d in PyTorch, vae_jax.models.TransposedConvUpsample in JAX (on CPU '
           'one stride-1 2×2 convolution to all four output phases, the last layer one matmul '
-          'and an overlap-add: convolution.upsample_conv); see benchmarks/upsampling.py.')
+          'and an overlap-add: upsample.upsample_conv); see benchmarks/upsampling.py.')
 
 if __name__ == '__main__':
     main()

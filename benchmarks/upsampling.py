@@ -15,11 +15,11 @@ p=1)) from [b, h, w, c_in] to [b, 2h, 2w, c_out]:
   phases 2x2 VALID     the same with the input padded by jnp.pad and a VALID convolution, for
                        which XLA:CPU picks other kernels (faster or slower, by shape)
   per-phase convolutions  four 2×2 convolutions, one per output phase, interleaved
-                       (convolution._upsample_conv_phases; what TransposedConvUpsample ran on
+                       (upsample._upsample_conv_phases; what TransposedConvUpsample ran on
                        CPU from 4 output channels up until 2026-12-04, and still its weight
                        gradient there)
   matmul + overlap-add one matmul of the input to every tap's contribution, then each 2×2
-                       block of output pixels sums its shifted taps (convolution.
+                       block of output pixels sums its shifted taps (upsample.
                        _upsample_conv_blocks; what TransposedConvUpsample runs on CPU below
                        4 output channels)
   matmul + overlap-add, shifted slices  the same as it was before: the matmul's output padded
@@ -30,7 +30,7 @@ p=1)) from [b, h, w, c_in] to [b, 2h, 2w, c_out]:
                        (model.upsample='subpixel', vae_jax's decoder before 'transposed')
   TransposedConvUpsample  vae_jax.models (model.upsample='transposed', the default): the
                        layer itself. On CPU from 4 output channels up
-                       (convolution._upsample_conv_cpu): forward as "phases 2x2 pad=1", the
+                       (upsample._upsample_conv_cpu): forward as "phases 2x2 pad=1", the
                        input gradient as one stride-2 convolution of the output gradient, the
                        weight gradient per phase; below 4 output channels the matmul +
                        overlap-add
@@ -57,8 +57,8 @@ from jax import lax
 
 from timing import load_warning, measure
 from vae_jax import xla_setup
-from vae_jax.convolution import (_upsample_conv_blocks, _upsample_conv_phases, depth_to_space,
-                                 upsample_tap_products)
+from vae_jax.convolution import depth_to_space
+from vae_jax.upsample import _upsample_conv_blocks, _upsample_conv_phases, upsample_tap_products
 from vae_jax.models import SubPixelUpsample, TransposedConvUpsample
 
 try:
@@ -103,7 +103,7 @@ def convT_phases(x, w, b, pad_first=False):
 
 
 def blocks_shifted_slices(x, w, b):
-    """`convolution._upsample_conv_blocks` as it was before it split the matmul's output: the
+    """`upsample._upsample_conv_blocks` as it was before it split the matmul's output: the
     output of the one matmul padded once, and the (k/2)² shifted slices of it summed. Its
     backward pass pads each slice's gradient to the padded output's full size and adds them."""
     n, h, wd, _ = x.shape

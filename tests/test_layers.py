@@ -15,7 +15,7 @@ LAYERS = [
     ('errors', 'registry', 'distributions', 'keys', 'distributed', 'workdir', 'results', 'images',
      'preemption', 'metric_writer', 'checkpoints', 'data', 'latent_sample', 'cache',
      'xla_setup', 'allocator', 'gc_freeze', 'timings'),
-    ('inits', 'likelihoods', 'priors', 'flows', 'optim', 'convolution', 'activations'),
+    ('inits', 'likelihoods', 'priors', 'flows', 'optim', 'convolution', 'upsample', 'activations'),
     ('models', 'hierarchies', 'gated_hierarchy', 'vdvae'),
     ('model_fns',),
     ('objectives',),

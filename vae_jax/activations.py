@@ -14,7 +14,7 @@ The conv β-VAE's compiled train step then writes 54.2 million f32 elements per 
 job's MLP step runs as many kernels and writes as many elements as with `jax.nn.relu`, and both
 models' parameters were the same bit for bit (`python benchmarks/relu_grad.py --models conv` and
 `--models mlp`, 15 rotating rounds, 2026-12-04 at 00:11, a 2-core AMD EPYC VM). Since the
-conv decoder's all-phase form (`convolution._upsample_conv_cpu`, 2026-12-04) the conv model's
+conv decoder's all-phase form (`upsample._upsample_conv_cpu`, 2026-12-04) the conv model's
 differ by rounding: at most 3.1e-6 after 4 steps (`python benchmarks/relu_grad.py --rounds 1
 --steps 2`, 13:45).
 Where x <= 0 the derivative is 0 · t, so a NaN or infinite incoming gradient gives NaN there,

@@ -20,14 +20,15 @@ import jax.numpy as jnp
 
 from vae_jax import flows, likelihoods, priors, registry
 from vae_jax.activations import relu, relu_minus_zero
-from vae_jax.convolution import Conv, depth_to_space, upsample_conv
+from vae_jax.convolution import Conv, depth_to_space
+from vae_jax.upsample import upsample_conv
 from vae_jax.errors import UserError
 from vae_jax.inits import dense_init
 
 
 class TransposedConvUpsample(nn.Module):
     """×2 upsampling as the Burgess et al. decoder has it: a k×k, stride-2 transposed
-    convolution (`convolution.upsample_conv`; PyTorch's `ConvTranspose2d(k, 2, k/2 - 1)`).
+    convolution (`upsample.upsample_conv`; PyTorch's `ConvTranspose2d(k, 2, k/2 - 1)`).
 
     Parameters: kernel [k, k, c_in, c_out], bias [c_out]. Each output pixel sums (k/2)²·c_in
     input terms, so the kernel is drawn as LeCun-normal over that fan-in (flax's ConvTranspose
