@@ -312,7 +312,7 @@ def main():
           'with vae_jax\'s XLA:CPU flags and the config\'s own'
           + (f' ({"; ".join(flagged)})' if flagged else '') + '. '
           'Both conv decoders are the paper\'s 4×4 stride-2 transposed convolutions: '
-          'ConvTranspose2d in PyTorch, vae_jax.models.TransposedConvUpsample in JAX (on CPU '
+          'ConvTranspose2d in PyTorch, vae_jax.upsample.TransposedConvUpsample in JAX (on CPU '
           'one stride-1 2×2 convolution to all four output phases, the last layer one matmul '
           'and an overlap-add: upsample.upsample_conv); see benchmarks/upsampling.py.')
 

@@ -25,10 +25,10 @@ p=1)) from [b, h, w, c_in] to [b, 2h, 2w, c_out]:
   matmul + overlap-add, shifted slices  the same as it was before: the matmul's output padded
                        once and its shifted slices summed, whose backward pass pads every
                        slice's gradient to the full size (blocks_shifted_slices)
-  SubPixelUpsample     vae_jax.models: 3×3 convolution to 4·c_out channels + depth-to-space,
+  SubPixelUpsample     vae_jax.upsample: 3×3 convolution to 4·c_out channels + depth-to-space,
                        a superset of the layer with 9/4 of its multiply-adds
                        (model.upsample='subpixel', vae_jax's decoder before 'transposed')
-  TransposedConvUpsample  vae_jax.models (model.upsample='transposed', the default): the
+  TransposedConvUpsample  vae_jax.upsample (model.upsample='transposed', the default): the
                        layer itself. On CPU from 4 output channels up
                        (upsample._upsample_conv_cpu): forward as "phases 2x2 pad=1", the
                        input gradient as one stride-2 convolution of the output gradient, the
@@ -58,8 +58,8 @@ from jax import lax
 from timing import load_warning, measure
 from vae_jax import xla_setup
 from vae_jax.convolution import depth_to_space
-from vae_jax.upsample import _upsample_conv_blocks, _upsample_conv_phases, upsample_tap_products
-from vae_jax.models import SubPixelUpsample, TransposedConvUpsample
+from vae_jax.upsample import (SubPixelUpsample, TransposedConvUpsample, _upsample_conv_blocks,
+                              _upsample_conv_phases, upsample_tap_products)
 
 try:
     import torch

@@ -104,3 +104,11 @@ def test_depth_to_space_inverts_space_to_depth():
     np.testing.assert_array_equal(s[0, 0, 0], np.concatenate([x[0, 0, 0], x[0, 0, 1],
                                                               x[0, 1, 0], x[0, 1, 1]]))
     np.testing.assert_array_equal(convolution.depth_to_space(s, 2), x)
+
+
+def test_depth_to_space_matches_numpy():
+    x = np.arange(2 * 3 * 3 * 8, dtype=np.float32).reshape(2, 3, 3, 8)
+    y = np.asarray(convolution.depth_to_space(jnp.asarray(x), 2))
+    for py in range(2):
+        for px in range(2):
+            np.testing.assert_array_equal(y[:, py::2, px::2, :], x[..., (py * 2 + px) * 2:(py * 2 + px + 1) * 2])

@@ -1,5 +1,5 @@
 """vae_jax.upsample: every form of the ×2 transposed convolution against a numpy loop, values,
-gradients and forward-mode derivatives."""
+gradients and forward-mode derivatives; the decoder's upsampling layers against the same loop."""
 
 import jax
 import jax.numpy as jnp
@@ -79,3 +79,43 @@ def test_upsample_conv_cpu_reverse_mode_needs_no_dilated_or_phase_slices():
 def test_upsample_conv_refuses_odd_kernels():
     with pytest.raises(ValueError, match='even size'):
         upsample.upsample_conv(jnp.zeros((1, 4, 4, 2)), jnp.zeros((3, 3, 2, 2)))
+
+
+def test_subpixel_layer_represents_a_4x4_stride2_transposed_conv_exactly():
+    """The docstring's claim: every 4x4/stride-2 transposed conv is a 3x3 sub-pixel conv."""
+    rng = np.random.default_rng(0)
+    cin, cout = 3, 2
+    x = rng.normal(size=(2, 5, 6, cin))
+    wt = rng.normal(size=(4, 4, cin, cout))
+    # Output phase p (0 even, 1 odd) at offset d in {-1, 0, 1} reads transposed-kernel tap tap[p][d].
+    tap = {0: {-1: 3, 0: 1}, 1: {0: 2, 1: 0}}
+    kernel = np.zeros((3, 3, cin, 4 * cout))
+    for py in range(2):
+        for px in range(2):
+            for dy, ky in tap[py].items():
+                for dx, kx in tap[px].items():
+                    kernel[dy + 1, dx + 1, :, (py * 2 + px) * cout:(py * 2 + px + 1) * cout] = wt[ky, kx]
+    layer = upsample.SubPixelUpsample(cout)
+    params = {'params': {'Conv_0': {'kernel': jnp.asarray(kernel, jnp.float32),
+                                    'bias': jnp.zeros(4 * cout)}}}
+    got = layer.apply(params, jnp.asarray(x, jnp.float32))
+    np.testing.assert_allclose(got, _upsample_reference(x, wt), rtol=1e-4, atol=1e-4)
+
+
+def test_transposed_upsample_layer_is_the_papers_transposed_conv():
+    """TransposedConvUpsample with kernel w computes ConvTranspose2d(4, 2, 1) with w, and draws
+    its kernel with variance 1 / ((k/2)² c_in), the fan-in of each output pixel."""
+    rng = np.random.default_rng(1)
+    cin, cout = 3, 2
+    x = rng.normal(size=(2, 5, 6, cin))
+    wt = rng.normal(size=(4, 4, cin, cout))
+    layer = upsample.TransposedConvUpsample(cout)
+    params = layer.init(jax.random.key(0), jnp.zeros((1, 5, 6, cin)))
+    assert jax.tree.map(jnp.shape, params) == {'params': {'kernel': (4, 4, cin, cout),
+                                                          'bias': (cout,)}}
+    params = {'params': {'kernel': jnp.asarray(wt, jnp.float32), 'bias': jnp.ones(cout)}}
+    got = layer.apply(params, jnp.asarray(x, jnp.float32))
+    np.testing.assert_allclose(got, _upsample_reference(x, wt) + 1, rtol=1e-4, atol=1e-4)
+    big = upsample.TransposedConvUpsample(64).init(jax.random.key(1), jnp.zeros((1, 4, 4, 256)))
+    std = float(jnp.std(big['params']['kernel']))
+    assert abs(std - 1 / np.sqrt(4 * 256)) < 0.05 / np.sqrt(4 * 256)

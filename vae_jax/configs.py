@@ -11,7 +11,8 @@ import os
 
 import ml_collections
 
-from vae_jax import flows, inits, likelihoods, models, objectives, optim, priors, xla_setup
+from vae_jax import (flows, inits, likelihoods, models, objectives, optim, priors, upsample,
+                     xla_setup)
 from vae_jax.errors import UserError
 
 DATASETS = ('mnist', 'fashion_mnist', 'binarized_mnist', 'dsprites', 'toy2d')
@@ -63,7 +64,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.decoder_activation = ''  # '' = model.activation
     c.model.conv_channels = (32, 64)
     c.model.kernel = 4
-    c.model.upsample = 'transposed'  # conv decoder's ×2 layers: a name in models.UPSAMPLERS
+    c.model.upsample = 'transposed'  # conv decoder's ×2 layers: a name in upsample.UPSAMPLERS
     c.model.dense = 256
     c.model.latents = 20
     c.model.likelihood = 'bernoulli'  # a name in likelihoods.REGISTRY
@@ -160,7 +161,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _choice(config.data.binarize, 'data.binarize', ('none', 'dynamic'))
     _choice(config.objective.name, 'objective.name', tuple(objectives.REGISTRY))
     _choice(config.data.dsprites_source, 'data.dsprites_source', DSPRITES_SOURCES)
-    _choice(config.model.upsample, 'model.upsample', tuple(models.UPSAMPLERS))
+    _choice(config.model.upsample, 'model.upsample', tuple(upsample.UPSAMPLERS))
     for metric in config.disentanglement.metrics:
         _choice(metric, 'disentanglement metric', METRICS)
     checks = [

@@ -20,55 +20,10 @@ import jax.numpy as jnp
 
 from vae_jax import flows, likelihoods, priors, registry
 from vae_jax.activations import relu, relu_minus_zero
-from vae_jax.convolution import Conv, depth_to_space
-from vae_jax.upsample import upsample_conv
+from vae_jax.convolution import Conv
 from vae_jax.errors import UserError
 from vae_jax.inits import dense_init
-
-
-class TransposedConvUpsample(nn.Module):
-    """×2 upsampling as the Burgess et al. decoder has it: a k×k, stride-2 transposed
-    convolution (`upsample.upsample_conv`; PyTorch's `ConvTranspose2d(k, 2, k/2 - 1)`).
-
-    Parameters: kernel [k, k, c_in, c_out], bias [c_out]. Each output pixel sums (k/2)²·c_in
-    input terms, so the kernel is drawn as LeCun-normal over that fan-in (flax's ConvTranspose
-    would count k²·c_in).
-    """
-    features: int
-    kernel: int = 4
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        k = self.kernel
-        init = nn.initializers.variance_scaling(4.0, 'fan_in', 'truncated_normal')
-        kernel = self.param('kernel', init, (k, k, x.shape[-1], self.features))
-        bias = self.param('bias', nn.initializers.zeros_init(), (self.features,))
-        return upsample_conv(x, kernel) + bias
-
-
-class SubPixelUpsample(nn.Module):
-    """×2 upsampling as a 3×3 convolution to 4·c channels followed by depth-to-space
-    (`model.upsample = 'subpixel'`; vae_jax's conv decoder before 'transposed').
-
-    Every output pixel of a 4×4, stride-2 transposed convolution reads a 3×3 input
-    neighbourhood, so this layer represents a superset of that layer, with 9/4 of its
-    parameters and multiply-adds.
-    """
-    features: int
-    kernel: int = 4  # unused: the layer is 3×3 whatever the encoder's kernel
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x = Conv(4 * self.features, (3, 3), padding='SAME')(x)
-        return depth_to_space(x, 2)
-
-
-# config.model.upsample -> the conv decoder's ×2 upsampling layer, built as cls(features,
-# kernel) with the encoder's kernel size.
-UPSAMPLERS = {
-    'transposed': TransposedConvUpsample,
-    'subpixel': SubPixelUpsample,
-}
+from vae_jax.upsample import UPSAMPLERS
 
 
 def _one_hot(y: Optional[jax.Array], num_classes: int) -> Optional[jax.Array]:
@@ -196,7 +151,7 @@ class ConvEncoder(nn.Module):
 
 class ConvDecoder(nn.Module):
     """Mirror of ConvEncoder: Dense -> Dense to a small feature map -> ×2 upsamplings
-    (`UPSAMPLERS[upsample]`: by default the paper's k×k, stride-2 transposed convolutions).
+    (`upsample.UPSAMPLERS[upsample]`: by default the paper's k×k, stride-2 transposed convolutions).
 
     The feature map starts at ceil(size / 2^n) for n upsamplings and the result is cropped
     to `output_shape` (e.g. 2 -> 32 -> 28 for four layers on MNIST; 4 -> 64 on dSprites).
@@ -208,7 +163,7 @@ class ConvDecoder(nn.Module):
     output_shape: Sequence[int]  # (h, w, c)
     num_params: int = 1
     num_classes: int = 0
-    upsample: str = 'transposed'  # a name in UPSAMPLERS
+    upsample: str = 'transposed'  # a name in upsample.UPSAMPLERS
     kernel: int = 4
 
     @nn.compact

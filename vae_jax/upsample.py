@@ -5,7 +5,9 @@ all four output phases' channels, interleaved by depth-to-space, its input gradi
 stride-2 convolution of the output gradient and its weight gradient one per output phase
 (`_upsample_conv_cpu`); with fewer than 4 output channels (an image's last layer) it is one
 matrix multiplication followed by an overlap-add (`_upsample_conv_blocks`); on GPU/TPU, lax's
-transposed convolution.
+transposed convolution. `UPSAMPLERS` holds the conv decoder's ×2 layers that
+`config.model.upsample` names: this convolution (`TransposedConvUpsample`) and the earlier
+sub-pixel layer (`SubPixelUpsample`).
 
 Tried against these and not kept (2-core CPU, batch 64, the β-VAE's layers; numbers in
 benchmarks/README.md): a transposed convolution as one matmul plus an overlap-add of its 16
@@ -16,12 +18,13 @@ the overlap-add was split), so only the last layer takes it.
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
-from vae_jax.convolution import NHWC, conv_nhwc, depth_to_space
+from vae_jax.convolution import NHWC, Conv, conv_nhwc, depth_to_space
 
 
 def _upsample_phase(k: int, a: int) -> tuple[tuple[int, ...], tuple[int, int]]:
@@ -209,3 +212,48 @@ def upsample_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
             return _upsample_conv_blocks(x, kernel)
         return _upsample_conv_cpu(x, kernel)
     return _upsample_conv_dilated(x, kernel)
+
+
+class TransposedConvUpsample(nn.Module):
+    """×2 upsampling as the Burgess et al. decoder has it: a k×k, stride-2 transposed
+    convolution (`upsample_conv`; PyTorch's `ConvTranspose2d(k, 2, k/2 - 1)`).
+
+    Parameters: kernel [k, k, c_in, c_out], bias [c_out]. Each output pixel sums (k/2)²·c_in
+    input terms, so the kernel is drawn as LeCun-normal over that fan-in (flax's ConvTranspose
+    would count k²·c_in).
+    """
+    features: int
+    kernel: int = 4
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k = self.kernel
+        init = nn.initializers.variance_scaling(4.0, 'fan_in', 'truncated_normal')
+        kernel = self.param('kernel', init, (k, k, x.shape[-1], self.features))
+        bias = self.param('bias', nn.initializers.zeros_init(), (self.features,))
+        return upsample_conv(x, kernel) + bias
+
+
+class SubPixelUpsample(nn.Module):
+    """×2 upsampling as a 3×3 convolution to 4·c channels followed by depth-to-space
+    (`model.upsample = 'subpixel'`; vae_jax's conv decoder before 'transposed').
+
+    Every output pixel of a 4×4, stride-2 transposed convolution reads a 3×3 input
+    neighbourhood, so this layer represents a superset of that layer, with 9/4 of its
+    parameters and multiply-adds.
+    """
+    features: int
+    kernel: int = 4  # unused: the layer is 3×3 whatever the encoder's kernel
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = Conv(4 * self.features, (3, 3), padding='SAME')(x)
+        return depth_to_space(x, 2)
+
+
+# config.model.upsample -> the conv decoder's ×2 upsampling layer, built as cls(features,
+# kernel) with the encoder's kernel size.
+UPSAMPLERS = {
+    'transposed': TransposedConvUpsample,
+    'subpixel': SubPixelUpsample,
+}
