@@ -125,8 +125,7 @@ def main():
     description = (' '.join(__doc__.split('\n\n')[0].split()) + ' Also: --layers, each ×2 '
                    "layer's forward pass alone; --one_thread with it, XLA:CPU on one thread.")
     rows, loads = G.compare(FORMS, decoder_form, description,
-                            lambda name, runners: G.parameter_differences(runners),
-                            default_models='conv')
+                            G.parameter_differences, default_models='conv')
     G.print_table(rows, 'decoder', 'all-phase, sliced')
     for name, _, _, _, diff in rows:
         print(f'\n{name}: parameters after the same steps, largest difference from '

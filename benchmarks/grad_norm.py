@@ -108,10 +108,10 @@ def compare(forms, patch, description, summarize, default_models='mlp,hvae'):
     return rows, loads
 
 
-def parameter_differences(runners):
+def parameter_differences(model, runners):
     """{form: the largest absolute difference between its runner's parameters and the first
     form's, after the same steps from the same start (0: the same bit for bit)} for every form
-    after the first."""
+    after the first: a `summarize` for `compare` (the model's name unused)."""
     import jax
     import numpy as np
     (_, first), *others = runners.items()

@@ -47,8 +47,7 @@ def model_relu(form):
 
 def main():
     rows, loads = G.compare(FORMS, model_relu, __doc__.split('\n')[0],
-                            lambda name, runners: G.parameter_differences(runners),
-                            default_models='conv')
+                            G.parameter_differences, default_models='conv')
     G.print_table(rows, 'ReLU', 'jax.nn')
     print("\nParameters after the same steps from the same start, against vae_jax's:")
     for name, _, _, _, same in rows:

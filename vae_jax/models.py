@@ -151,7 +151,8 @@ class ConvEncoder(nn.Module):
 
 class ConvDecoder(nn.Module):
     """Mirror of ConvEncoder: Dense -> Dense to a small feature map -> ×2 upsamplings
-    (`upsample.UPSAMPLERS[upsample]`: by default the paper's k×k, stride-2 transposed convolutions).
+    (`upsample.UPSAMPLERS[upsample]`: by default the paper's k×k, stride-2 transposed
+    convolutions).
 
     The feature map starts at ceil(size / 2^n) for n upsamplings and the result is cropped
     to `output_shape` (e.g. 2 -> 32 -> 28 for four layers on MNIST; 4 -> 64 on dSprites).

@@ -173,7 +173,7 @@ def _upsample_conv_blocks(x, kernel):
 
 
 # With fewer output channels than this, `upsample_conv` on CPU is `_upsample_conv_blocks`,
-# otherwise the per-phase convolutions. With the β-VAE step's flags, the decoder's last layer
+# otherwise `_upsample_conv_cpu`. With the β-VAE step's flags, the decoder's last layer
 # (32×32×32 -> 64×64×1, batch 64) takes 2.13 ms forward and 2.86 ms for its gradients (XLA
 # leaves out the forward pass they do not need) against 8.56 and 7.82 as per-phase convolutions
 # (PyTorch's ConvTranspose2d: 5.11 forward, 9.64 forward and backward);
@@ -200,9 +200,9 @@ def upsample_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     writes 48.2 million f32 elements per step instead of 50.3 and took 37.9 ms (35.2-48.8)
     against 38.1 (35.4-43.3), within the noise (`python benchmarks/decoder_form.py --rounds 11`,
     2026-12-04 at 13:45, a 2-core AMD EPYC VM; one-off alternating runs in one process that
-    morning gave 27.4 against 26.4 steps/s on two cores and 17.6 against 17.2 on one). With fewer than `BLOCKS_CHANNELS` output
-    channels it is one matmul and an overlap-add (`_upsample_conv_blocks`). Elsewhere it is
-    lax's transposed convolution. The same values and derivatives (to float rounding) every
+    morning gave 27.4 against 26.4 steps/s on two cores and 17.6 against 17.2 on one). With
+    fewer than `BLOCKS_CHANNELS` output channels it is one matmul and an overlap-add
+    (`_upsample_conv_blocks`). Elsewhere it is lax's transposed convolution. The same values and derivatives (to float rounding) every
     way, forward and reverse mode.
     """
     if kernel.shape[0] % 2 or kernel.shape[1] != kernel.shape[0]:
