@@ -14,8 +14,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / 'vae_jax'
 LAYERS = [
     ('errors', 'registry', 'distributions', 'keys', 'distributed', 'workdir', 'results', 'images',
      'preemption', 'metric_writer', 'checkpoints', 'data', 'latent_sample', 'cache',
-     'xla_setup', 'allocator', 'gc_freeze', 'timings'),
-    ('inits', 'likelihoods', 'priors', 'flows', 'optim', 'convolution', 'upsample', 'activations'),
+     'xla_setup', 'allocator', 'gc_freeze', 'timings', 'native'),
+    ('inits', 'likelihoods', 'priors', 'flows', 'optim', 'weight_gradient', 'convolution',
+     'upsample', 'activations'),
     ('models', 'hierarchies', 'gated_hierarchy', 'vdvae'),
     ('model_fns',),
     ('objectives',),

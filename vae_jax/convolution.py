@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from vae_jax import weight_gradient
+
 NHWC = ('NHWC', 'HWIO', 'NHWC')
 
 
@@ -106,9 +108,15 @@ def _strided_conv(x, kernel, pads, stride):
 def _strided_conv_jvp(pads, stride, primals, tangents):
     (x, kernel), (dx, dkernel) = primals, tangents
     # The x-tangent's transpose, the input gradient, is then a stride-1 convolution instead of
-    # an lhs-dilated one.
-    tangent = (_strided_conv_s2d(dx, kernel, pads, stride)
-               + _strided_forward(x, dkernel, pads, stride))
+    # an lhs-dilated one; the kernel tangent's, the weight gradient, vae_jax's own kernel
+    # where it applies.
+    if (x.shape[-1] >= S2D_FORWARD_CHANNELS
+            and weight_gradient.kernel_applies(x.shape, kernel.shape, x.dtype)):
+        kernel_term = weight_gradient.kernel_tangent(
+            x, dkernel, weight_gradient.conv, weight_gradient.conv_weight_gradient, pads, stride)
+    else:
+        kernel_term = _strided_forward(x, dkernel, pads, stride)
+    tangent = _strided_conv_s2d(dx, kernel, pads, stride) + kernel_term
     return _strided_forward(x, kernel, pads, stride), tangent
 
 

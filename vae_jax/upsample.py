@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
+from vae_jax import weight_gradient
 from vae_jax.convolution import NHWC, Conv, conv_nhwc, depth_to_space
 
 
@@ -111,8 +112,20 @@ def _upsample_conv_cpu_jvp(primals, tangents):
     if not isinstance(dx, SymbolicZero):
         terms.append(_upsample_conv_dilated(dx, kernel))
     if not isinstance(dkernel, SymbolicZero):
-        terms.append(_upsample_conv_phases(x, dkernel))
+        k, _, c_in, c_out = kernel.shape
+        if weight_gradient.kernel_applies((*x.shape[:3], c_out), (k, k, c_out, c_in), x.dtype):
+            # Reverse mode: vae_jax's weight-gradient kernel, over the whole output gradient.
+            terms.append(weight_gradient.kernel_tangent(x, dkernel, _upsample_conv_phases,
+                                                        _upsample_weight_gradient))
+        else:
+            terms.append(_upsample_conv_phases(x, dkernel))
     return out, functools.reduce(jnp.add, terms)
+
+
+def _upsample_weight_gradient(x, g, kernel_shape):
+    """The gradient of <g, upsample_conv(x, w)> with respect to w [k, k, c_in, c_out]."""
+    return weight_gradient.transposed_conv_weight_gradient(x, g, kernel_shape,
+                                                           kernel_shape[0] // 2 - 1, 2)
 
 
 _upsample_conv_cpu.defjvp(_upsample_conv_cpu_jvp, symbolic_zeros=True)
