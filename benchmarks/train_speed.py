@@ -314,7 +314,9 @@ def main():
           'Both conv decoders are the paper\'s 4×4 stride-2 transposed convolutions: '
           'ConvTranspose2d in PyTorch, vae_jax.upsample.TransposedConvUpsample in JAX (on CPU '
           'one stride-1 2×2 convolution to all four output phases, the last layer one matmul '
-          'and an overlap-add: upsample.upsample_conv); see benchmarks/upsampling.py.')
+          'and an overlap-add: upsample.upsample_conv); see benchmarks/upsampling.py. On CPU '
+          'the conv layers\' weight gradients are vae_jax\'s own kernel where it is built '
+          '(vae_jax.weight_gradient; VAE_JAX_NATIVE=0 for XLA\'s).')
 
 if __name__ == '__main__':
     main()

@@ -1,7 +1,8 @@
 """The per-user cache directory, and arrays kept there for every process of the machine.
 
 The directory is ``$VAE_JAX_CACHE``, else ``~/.cache/vae_jax``. Everything in it is derived
-(decoded datasets, the feature classifier) and may be deleted at any time.
+(decoded datasets, compiled XLA executables, vae_jax's built CPU kernels, the feature
+classifier) and may be deleted at any time.
 
 Arrays are ``.npy`` files, written to a temporary file in the same folder and renamed into place:
 a reader sees a whole file or none, and processes that race write the same bytes. They are read

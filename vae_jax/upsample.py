@@ -2,8 +2,9 @@
 layer; PyTorch's `ConvTranspose2d(k, stride=2, padding=k/2 - 1)`), computed the way the backend
 runs fastest: on CPU from 4 output channels up, its forward pass is one stride-1 convolution to
 all four output phases' channels, interleaved by depth-to-space, its input gradient one
-stride-2 convolution of the output gradient and its weight gradient one per output phase
-(`_upsample_conv_cpu`); with fewer than 4 output channels (an image's last layer) it is one
+stride-2 convolution of the output gradient and its weight gradient vae_jax's own kernel
+(`weight_gradient.transposed_conv_weight_gradient`, from 32 input and 8 output channels;
+else one per output phase) (`_upsample_conv_cpu`); with fewer than 4 output channels (an image's last layer) it is one
 matrix multiplication followed by an overlap-add (`_upsample_conv_blocks`); on GPU/TPU, lax's
 transposed convolution. `UPSAMPLERS` holds the conv decoder's ×2 layers that
 `config.model.upsample` names: this convolution (`TransposedConvUpsample`) and the earlier
@@ -104,8 +105,9 @@ def _upsample_conv_cpu_jvp(primals, tangents):
     out = _upsample_conv_allphase(x, kernel)
     # Reverse mode transposes each term. The zero-dilated form's input tangent becomes one
     # stride-2 convolution of the output gradient (instead of four per-phase convolutions of
-    # its slices); the per-phase form's kernel tangent becomes four per-phase weight gradients
-    # (the all-phase form's took XLA:CPU over ten times longer). Forward mode computes them as
+    # its slices); the kernel tangent becomes vae_jax's weight-gradient kernel, or where that
+    # does not apply four per-phase weight gradients (the all-phase form's took XLA:CPU over
+    # ten times longer). Forward mode computes them as
     # written: the zero-dilated convolution is slow on CPU, but correct. JAX calls this only
     # when at least one tangent is not a symbolic zero.
     terms = []
@@ -203,7 +205,8 @@ def upsample_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
     On CPU it is `_upsample_conv_cpu`: forward, one stride-1 (k/2)×(k/2) convolution to all
     four output phases (`_upsample_conv_allphase`); backward, the input gradient as one stride-2
-    convolution and the weight gradient per phase. XLA:CPU runs the backward pass of the
+    convolution and the weight gradient by vae_jax's kernel (`vae_jax.weight_gradient`; per
+    phase where it does not apply). XLA:CPU runs the backward pass of the
     zero-dilated form that lax uses for transposed convolutions 10-20× slower, and the
     all-phase form's forward and backward ("phases 2x2 pad=1") 30× slower, most of it in its
     weight gradient (`python benchmarks/upsampling.py`). Against the four per-phase

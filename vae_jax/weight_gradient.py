@@ -2,10 +2,12 @@
 
 XLA:CPU computes the weight gradient of a convolution as another convolution that reads the
 activations transposed to batch-minor order, after a transposed copy of them that reads one
-float per cache line. For the β-VAE encoder's 32×32×32 -> 16×16×32 layer (k4 s2, batch 64) the
-copy and that convolution take 5.8 ms on one core (93 GFLOP/s); vae_jax's kernel
-(`vae_jax/native`) reads the NHWC activations as they are and takes 2.1 ms (253 GFLOP/s); on
-two threads 3.5 against 1.1 ms (`python benchmarks/weight_gradient.py`).
+float per cache line. vae_jax's kernel (`vae_jax/native`) reads the NHWC activations as they
+are. For the β-VAE encoder's 32×32×32 -> 16×16×32 layer (k4 s2, batch 64): 2.14 ms (251
+GFLOP/s) against XLA's 5.59 (96) on one core, 1.20 against 4.32 on two; for the decoder's
+16×16×32 -> 32×32×32 transposed convolution, against the per-phase weight gradients vae_jax
+used before, 2.20 against 3.83 and 1.20 against 2.40 ms (`python benchmarks/weight_gradient.py`,
+and under `taskset -c 0` with `--one_thread`; 2026-12-04 at 19:18, a 2-core AMD EPYC VM).
 
 - `conv_weight_gradient` and `transposed_conv_weight_gradient`: the gradients themselves, by
   the kernel where it applies (`kernel_applies`: float32, input channels a multiple of 8,
