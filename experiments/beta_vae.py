@@ -17,13 +17,13 @@ or 600 with `quick`); for the sweep `betas=B1/B2/...` (default 1/2/4/6/8/16) and
 
 Runtime: the full 300k steps take about 6 hours on a 2-core CPU (13.8 steps/s measured by
 benchmarks/train_speed.py on a 2-core Intel Xeon, 2026-12-02 afternoon). The quick run
-(seed 0, 2-core AMD EPYC VM, no other job, 2026-12-03 at 15:52; median of 3 by
-benchmarks/end_to_end.py): 1 min 40 s in all (1 min 38 s - 2 min 8 s), 40 s of it training and
-54 s the metrics (at 13:22, a slow hour, before the metrics' memo: 2 min 9 s, 47 s and 72 s;
-on 12-02's evening, before the decoder's last layer became a matmul: 1 min 49 s, 43 s and
-56 s); -ELBO 114.42 nats on 1,000 of the 10,000 held-out factor combinations
-(`data.registry`); the README's family table (one more run, 2 min 6 s): KL 12.94, BetaVAE
-0.716, FactorVAE 0.484, MIG 0.037, DCI D 0.026, SAP 0.033. These are with the family's XLA flags
+(seed 0, 2-core AMD EPYC VM, no other job, 2026-12-04 at 19:25; median of 3 by
+benchmarks/end_to_end.py): 54.5 s in all (52.3-62.6 s), 17.3 s of it training and 32.2 s the
+metrics; -ELBO 115.10 nats on 1,000 of the 10,000 held-out factor combinations
+(`data.registry`); the README's family table (one more run, 49.6 s): KL 13.05, BetaVAE 0.710,
+FactorVAE 0.450, MIG 0.030, DCI D 0.033, SAP 0.028, with vae_jax's CPU weight-gradient kernel
+(`vae_jax.weight_gradient`; before it, in slower hours, 1 min 40 s to 2 min 9 s, -ELBO 112.92
+to 114.42 as the decoder's CPU forms changed the rounding). These are with the family's XLA flags
 (`config.xla_cpu_flags`, `vae_jax.xla_setup.BETA_VAE_CPU_FLAGS`); `--config.xla_cpu_flags=`
 runs without them. The README's
 "Disentanglement" section has the β comparison and the other objectives.

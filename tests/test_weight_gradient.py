@@ -159,9 +159,10 @@ print('bits', np.asarray(dw).tobytes().hex()[:4000])
 
 
 def test_build_once_cache_and_fallbacks(tmp_path):
-    """A fresh cache builds the kernel once; a second process loads that file; the kernel's
-    bits do not depend on XLA's thread count; without a compiler, or with VAE_JAX_NATIVE=0,
-    vae_jax logs why and computes the same gradient with XLA."""
+    """A fresh cache builds the kernel once; a second process loads that file; a damaged file
+    is built again; the kernel's bits do not depend on XLA's thread count; without a compiler,
+    with one that fails, or with VAE_JAX_NATIVE=0, vae_jax logs why and computes the same
+    gradient with XLA."""
     first = _run(CHECK, {}, tmp_path)
     assert first.returncode == 0, first.stderr
     built = list((tmp_path / 'cache' / 'native').glob('*.so'))
@@ -170,9 +171,13 @@ def test_build_once_cache_and_fallbacks(tmp_path):
     one_thread = _run(CHECK, {'XLA_FLAGS': '--xla_cpu_multi_thread_eigen=false'}, tmp_path)
     assert one_thread.returncode == 0, one_thread.stderr
     assert built[0].stat().st_mtime_ns == mtime  # not rebuilt
-    bits = [line for out in (first, one_thread) for line in out.stdout.splitlines()
+    built[0].write_bytes(b'not a shared library')  # damaged: built again
+    rebuilt = _run(CHECK, {}, tmp_path)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert 'loaded True' in rebuilt.stdout and 'Rebuilding the damaged' in rebuilt.stderr
+    bits = [line for out in (first, one_thread, rebuilt) for line in out.stdout.splitlines()
             if line.startswith('bits')]
-    assert bits[0] == bits[1]
+    assert bits[0] == bits[1] == bits[2]
     assert float(first.stdout.split()[2]) < 1e-5
     failing = tmp_path / 'failing-cxx'  # knows its version, cannot compile
     failing.write_text('#!/bin/sh\n[ "$1" = --version ] && echo failing 1.0 && exit 0\n'
@@ -193,3 +198,29 @@ def test_library_name_changes_with_the_source(monkeypatch, tmp_path):
     changed.write_text(native.SOURCE.read_text() + '\n// changed\n')
     monkeypatch.setattr(native, 'SOURCE', changed)
     assert native.library_path() != path and native.library_path().parent == path.parent
+
+
+def test_conv_run_through_the_kernel_resumes_bit_identically(tmp_path):
+    """The β-VAE (whose middle layers' weight gradients are the kernel's) stopped after its
+    step-2 checkpoint and resumed ends bit for bit where the uninterrupted run does."""
+    import importlib.util
+    import shutil
+    from pathlib import Path
+
+    from vae_jax import train
+    path = Path(__file__).resolve().parents[1] / 'experiments' / 'beta_vae.py'
+    spec = importlib.util.spec_from_file_location('beta_vae_experiment', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config('quick,steps=4')
+    config.checkpoint_every, config.log_every, config.eval_every = 2, 2, 4
+    config.batch_size = 16
+    config.disentanglement.metrics = ()
+    assert native.load()
+    straight = train.train_and_evaluate(config, tmp_path / 'straight')
+    shutil.copytree(tmp_path / 'straight', tmp_path / 'resumed')
+    shutil.rmtree(tmp_path / 'resumed' / 'checkpoints' / '4')
+    resumed = train.train_and_evaluate(config, tmp_path / 'resumed')
+    assert int(resumed.step) == 4
+    for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(straight)):
+        np.testing.assert_array_equal(a, b)

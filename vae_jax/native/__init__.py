@@ -7,7 +7,8 @@ read straight from NHWC activations, which XLA:CPU computes after a transposed c
 a name that hashes the source, the compiler's version, the flags, jaxlib's version and the
 CPU's model and features, so that a shared cache folder never hands one machine another's
 build; it writes to a temporary file and renames it into place, so processes that race
-build the same file. Then it registers the kernel with XLA for the CPU platform.
+build the same file, and a damaged file is built again. Then it registers the kernel with XLA
+for the CPU platform.
 
 Where there is no compiler, the build fails, or ``VAE_JAX_NATIVE=0``, `load()` logs why (once)
 and returns False, and vae_jax computes the same gradients with XLA's own convolutions.
@@ -20,6 +21,7 @@ import os
 import platform
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 import jax
@@ -31,6 +33,7 @@ from vae_jax import cache
 SOURCE = Path(__file__).with_name('conv_weight_gradient.cc')
 FLAGS = ('-O3', '-march=native', '-std=c++17', '-shared', '-fPIC', '-w')
 TARGETS = {'vae_jax_conv_weight_gradient': 'VaeJaxConvWeightGradient'}
+_LOCK = threading.Lock()  # one build and registration per process, whichever thread asks first
 
 
 def _cpu_identity() -> str:
@@ -72,16 +75,26 @@ def build(path: Path) -> None:
             os.remove(tmp)
 
 
-@functools.cache
 def load() -> bool:
     """Builds (once per machine) and registers the kernels; False, logged, where it cannot."""
+    with _LOCK:
+        return _load()
+
+
+@functools.cache
+def _load() -> bool:
     if os.environ.get('VAE_JAX_NATIVE') == '0':
         return False
     try:
         path = library_path()
         if not path.is_file():
             build(path)
-        library = ctypes.CDLL(str(path))
+        try:
+            library = ctypes.CDLL(str(path))
+        except OSError as e:  # a damaged file (a truncated copy, a full disk): build it again
+            logging.warning('Rebuilding the damaged vae_jax CPU kernels %s (%s).', path, e)
+            build(path)
+            library = ctypes.CDLL(str(path))
         for target, symbol in TARGETS.items():
             jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)),
                                         platform='cpu')
