@@ -32,7 +32,8 @@ p=1)) from [b, h, w, c_in] to [b, 2h, 2w, c_out]:
                        layer itself. On CPU from 4 output channels up
                        (upsample._upsample_conv_cpu): forward as "phases 2x2 pad=1", the
                        input gradient as one stride-2 convolution of the output gradient, the
-                       weight gradient per phase; below 4 output channels the matmul +
+                       weight gradient vae_jax's kernel (vae_jax.weight_gradient; per phase
+                       where it does not apply); below 4 output channels the matmul +
                        overlap-add
   torch (reference)    torch.nn.ConvTranspose2d, if PyTorch is installed
 

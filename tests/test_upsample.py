@@ -70,7 +70,8 @@ def test_upsample_conv_cpu_reverse_mode_needs_no_dilated_or_phase_slices():
     assert len(x_convs) == 2
     assert [p['window_strides'] for p in x_convs] == [(1, 1), (2, 2)]
     assert all(p['lhs_dilation'] == (1, 1) for p in x_convs)
-    # With respect to the kernel: the forward pass and four per-phase weight gradients.
+    # With respect to the kernel: the forward pass and four per-phase weight gradients (3 -> 5
+    # channels: fewer than vae_jax's weight-gradient kernel takes, tests/test_weight_gradient.py).
     w_convs = convs(jax.make_jaxpr(jax.grad(loss, argnums=1))(x, w).jaxpr)
     assert len(w_convs) == 5
     assert all(p['window_strides'] == (1, 1) and p['lhs_dilation'] == (1, 1) for p in w_convs)

@@ -22,6 +22,7 @@ import platform
 import subprocess
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import jax
@@ -66,10 +67,12 @@ def build(path: Path) -> None:
     os.close(fd)
     try:
         command = [_compiler(), *FLAGS, f'-I{jax.ffi.include_dir()}', str(SOURCE), '-o', tmp]
+        start = time.perf_counter()
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode:
             raise OSError(f'{" ".join(command)} failed: {result.stderr.strip()[-2000:]}')
         os.replace(tmp, path)
+        logging.info('built vae_jax CPU kernels in %.1f s: %s', time.perf_counter() - start, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
