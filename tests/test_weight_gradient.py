@@ -224,3 +224,8 @@ def test_conv_run_through_the_kernel_resumes_bit_identically(tmp_path):
     assert int(resumed.step) == 4
     for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(straight)):
         np.testing.assert_array_equal(a, b)
+    # Each launch's history line names the kernels' build it computed with.
+    import json
+    history = (tmp_path / 'resumed' / 'history.jsonl').read_text().splitlines()
+    assert [json.loads(line)['cpu_kernels'] for line in history] == [
+        native.library_path().name] * 2

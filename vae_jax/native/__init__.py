@@ -105,3 +105,11 @@ def _load() -> bool:
         logging.warning('vae_jax CPU kernels unavailable, using XLA\'s convolutions instead: %s', e)
         return False
     return True
+
+
+def in_use() -> str:
+    """The file name of the kernels this process computes with ('' where it uses XLA's: not on
+    CPU, not built, or turned off), for a run's history.jsonl."""
+    if jax.default_backend() != 'cpu' or not load():
+        return ''
+    return library_path().name
