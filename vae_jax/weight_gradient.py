@@ -27,8 +27,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.extend.core import Primitive
-from jax.interpreters import ad, batching, mlir
 
 from vae_jax import native
 
@@ -49,6 +47,7 @@ def kernel_applies(x_shape, kernel_shape, dtype) -> bool:
     return (jnp.dtype(dtype) == jnp.float32 and len(x_shape) == 4 and len(kernel_shape) == 4
             and x_shape[-1] % INPUT_CHANNELS_MULTIPLE == 0
             and kernel_shape[-1] % OUTPUT_CHANNELS_MULTIPLE == 0
+            and kernel_tangent_p is not None
             and jax.default_backend() == 'cpu' and native.load())
 
 
@@ -118,8 +117,7 @@ def _impl(x, dkernel, *, forward, gradient, args):
 
 
 def _abstract(x, dkernel, **params):
-    out = jax.eval_shape(functools.partial(_impl, **params), x, dkernel)
-    return jax.core.ShapedArray(out.shape, out.dtype)
+    return jax.typeof(jax.eval_shape(functools.partial(_impl, **params), x, dkernel))
 
 
 def _transpose_x(ct, x, dkernel, *, forward, gradient, args):
@@ -135,12 +133,22 @@ def _batch(operands, dims, **params):
     return jax.vmap(functools.partial(_impl, **params), in_axes=dims)(*operands), 0
 
 
-kernel_tangent_p = Primitive('vae_jax_kernel_tangent')
-kernel_tangent_p.def_impl(_impl)
-kernel_tangent_p.def_abstract_eval(_abstract)
-mlir.register_lowering(kernel_tangent_p, mlir.lower_fun(_impl, multiple_results=False))
-ad.defbilinear(kernel_tangent_p, _transpose_x, _transpose_kernel)
-batching.primitive_batchers[kernel_tangent_p] = _batch
+def _register():
+    from jax.extend.core import Primitive
+    from jax.interpreters import ad, batching, mlir
+    p = Primitive('vae_jax_kernel_tangent')
+    p.def_impl(_impl)
+    p.def_abstract_eval(_abstract)
+    mlir.register_lowering(p, mlir.lower_fun(_impl, multiple_results=False))
+    ad.defbilinear(p, _transpose_x, _transpose_kernel)
+    batching.primitive_batchers[p] = _batch
+    return p
+
+
+try:
+    kernel_tangent_p = _register()
+except (ImportError, AttributeError):  # a JAX without these extension points: XLA's gradients
+    kernel_tangent_p = None
 
 
 def kernel_tangent(x: jax.Array, dkernel: jax.Array, forward, gradient, *args) -> jax.Array:
