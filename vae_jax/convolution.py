@@ -116,7 +116,7 @@ def _strided_conv_jvp(pads, stride, primals, tangents):
     if (x.shape[-1] >= S2D_FORWARD_CHANNELS
             and weight_gradient.kernel_applies(x.shape, kernel.shape, x.dtype)):
         kernel_term = weight_gradient.kernel_tangent(
-            x, dkernel, weight_gradient.conv, weight_gradient.conv_weight_gradient, pads, stride)
+            x, dkernel, conv_nhwc, weight_gradient.conv_weight_gradient, pads, stride)
     else:
         kernel_term = _strided_forward(x, dkernel, pads, stride)
     tangent = _strided_conv_s2d(dx, kernel, pads, stride) + kernel_term

@@ -10,7 +10,7 @@ used before, 2.20 against 3.83 and 1.20 against 2.40 ms (`python benchmarks/weig
 and under `taskset -c 0` with `--one_thread`; 2026-12-04 at 19:18, a 2-core AMD EPYC VM).
 
 - `conv_weight_gradient` and `transposed_conv_weight_gradient`: the gradients themselves, by
-  the kernel where it applies (`kernel_applies`: float32, input channels a multiple of 8,
+  the kernel where it applies (`kernel_applies`: float32, input channels a multiple of 8 and
   output channels of 32, on CPU, the kernel built), else by XLA: the same values to float
   rounding.
 - `kernel_tangent(x, dkernel, forward, gradient, *args)`: `forward(x, dkernel, *args)`, a
@@ -35,9 +35,7 @@ TARGET = 'vae_jax_conv_weight_gradient'
 INPUT_CHANNELS_MULTIPLE, OUTPUT_CHANNELS_MULTIPLE = 8, 32
 
 
-def conv(x, kernel, pads, stride: int) -> jax.Array:
-    """lax's convolution of x [b, h, w, c] with kernel [kh, kw, c, o], one stride for both
-    axes, pads ((low, high), (low, high))."""
+def _conv(x, kernel, pads, stride: int) -> jax.Array:
     return lax.conv_general_dilated(x, kernel, (stride, stride), pads,
                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
@@ -52,8 +50,9 @@ def kernel_applies(x_shape, kernel_shape, dtype) -> bool:
 
 
 def xla_conv_weight_gradient(x, g, kernel_shape, pads, stride: int) -> jax.Array:
-    """XLA's form of `conv_weight_gradient`: autodiff's transpose of w -> conv(x, w) at g."""
-    f = functools.partial(conv, x, pads=pads, stride=stride)
+    """XLA's form of `conv_weight_gradient`: autodiff's transpose of w -> lax's convolution of
+    x with w (NHWC, HWIO) at g."""
+    f = functools.partial(_conv, x, pads=pads, stride=stride)
     return jax.linear_transpose(f, jax.ShapeDtypeStruct(tuple(kernel_shape), x.dtype))(g)[0]
 
 
