@@ -17,7 +17,9 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -108,21 +110,15 @@ struct Work {
   }
 };
 
-ffi::Error ConvWeightGradient(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
-                              ffi::Buffer<ffi::F32> g, ffi::ResultBuffer<ffi::F32> dw,
-                              int64_t stride, int64_t pad_h, int64_t pad_w) {
-  auto xd = x.dimensions(), gd = g.dimensions(), wd = dw->dimensions();
-  if (xd.size() != 4 || gd.size() != 4 || wd.size() != 4 || xd[0] != gd[0] ||
-      wd[2] != xd[3] || wd[3] != gd[3] || xd[3] % kChannels || gd[3] % (16 * kVectors)) {
-    return ffi::Error::InvalidArgument("conv_weight_gradient: unsupported shapes");
-  }
+// Splits the images into groups of about kGroupBytes, sums each group on XLA's thread pool
+// (this thread takes groups too, so the call finishes even when the pool is busy), then adds
+// the groups' sums in order into out.
+void Compute(ffi::ThreadPool& pool, const float* x, const float* g, float* out, const Shape& s,
+             int64_t per_image) {
   auto work = std::make_shared<Work>();
-  work->s = Shape{xd[0], xd[1], xd[2], xd[3], gd[1], gd[2], gd[3], wd[0], wd[1],
-                  stride, pad_h, pad_w};
-  work->x = x.typed_data();
-  work->g = g.typed_data();
-  const Shape& s = work->s;
-  const int64_t per_image = (s.h * s.w * s.c + s.oh * s.ow * s.o) * sizeof(float);
+  work->s = s;
+  work->x = x;
+  work->g = g;
   work->group = std::max<int64_t>(1, std::min(s.n, kGroupBytes / per_image));
   work->groups = (s.n + work->group - 1) / work->group;
   const int64_t size = s.kh * s.kw * s.c * s.o;
@@ -131,11 +127,36 @@ ffi::Error ConvWeightGradient(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   for (int64_t t = 0; t < helpers; ++t) pool.Schedule([work] { work->Run(); });
   work->Run();
   while (work->done.load(std::memory_order_acquire) < work->groups) std::this_thread::yield();
-  float* out = dw->typed_data();
   std::memcpy(out, work->sums.data(), sizeof(float) * size);
   for (int64_t k = 1; k < work->groups; ++k) {
     const float* part = work->sums.data() + k * size;
     for (int64_t e = 0; e < size; ++e) out[e] += part[e];
+  }
+}
+
+ffi::Error ConvWeightGradient(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                              ffi::Buffer<ffi::F32> g, ffi::ResultBuffer<ffi::F32> dw,
+                              int64_t stride, int64_t pad_h, int64_t pad_w) {
+  auto xd = x.dimensions(), gd = g.dimensions(), wd = dw->dimensions();
+  if (xd.size() != 4 || gd.size() != 4 || wd.size() != 4 || xd[0] != gd[0] ||
+      wd[2] != xd[3] || wd[3] != gd[3] || xd[3] % kChannels || gd[3] % (16 * kVectors) ||
+      stride < 1) {
+    return ffi::Error::InvalidArgument("conv_weight_gradient: unsupported shapes or stride");
+  }
+  const int64_t size = wd[0] * wd[1] * wd[2] * wd[3];
+  float* out = dw->typed_data();
+  const int64_t per_image = (xd[1] * xd[2] * xd[3] + gd[1] * gd[2] * gd[3]) * sizeof(float);
+  if (xd[0] == 0 || size == 0 || per_image == 0) {  // nothing to sum
+    std::memset(out, 0, sizeof(float) * size);
+    return ffi::Error::Success();
+  }
+  try {
+    Compute(pool, x.typed_data(), g.typed_data(), out,
+            Shape{xd[0], xd[1], xd[2], xd[3], gd[1], gd[2], gd[3], wd[0], wd[1], stride, pad_h,
+                  pad_w},
+            per_image);
+  } catch (const std::exception& e) {  // std::bad_alloc for the groups' buffers
+    return ffi::Error::Internal(std::string("conv_weight_gradient: ") + e.what());
   }
   return ffi::Error::Success();
 }
