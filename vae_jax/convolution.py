@@ -5,8 +5,8 @@ which picks, when it is traced, the formulation the backend runs fastest:
 - on CPU: `strided_conv`, XLA's convolution whose *input gradient* for a strided kernel is a
   stride-1 convolution over space-to-depth inputs instead of the lhs-dilated convolution
   autodiff produces (which XLA:CPU runs without an optimised kernel), whose *weight gradient*
-  is vae_jax's own kernel where it applies (`vae_jax.weight_gradient`: from 8 input and 32
-  output channels; 2.6× faster than XLA's on the β-VAE encoder's 32×32×32 layer, one core),
+  is vae_jax's own kernel where it applies (`vae_jax.weight_gradient`: input channels a
+  multiple of 8 and output channels of 32, on a CPU with AVX-512; 2.6× faster than XLA's on the β-VAE encoder's 32×32×32 layer, one core),
   and whose forward pass over fewer than 4 input channels (an image's first layer) goes
   through space-to-depth too;
 - on GPU/TPU: `lax.conv_general_dilated` itself.
@@ -125,11 +125,12 @@ def _strided_conv_jvp(pads, stride, primals, tangents):
 
 def strided_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                  dimension_numbers=None, feature_group_count=1, **kwargs) -> jax.Array:
-    """XLA's convolution with the input gradient of a strided one as a stride-1 convolution.
+    """XLA's convolution with the input gradient of a strided one as a stride-1 convolution
+    (and its weight gradient vae_jax's kernel where `weight_gradient.kernel_applies`).
 
     The same parameters, and values and derivatives (forward and reverse mode) to float
-    rounding, as nn.Conv: bit for bit with 4 or more input channels, where only the input
-    gradient changes form. For a stride-2 4×4 convolution autodiff produces an lhs-dilated
+    rounding, as nn.Conv: values bit for bit with 4 or more input channels, where only the
+    gradients change form. For a stride-2 4×4 convolution autodiff produces an lhs-dilated
     convolution, which XLA:CPU runs without an optimised kernel (23 ms against 2 ms through
     space-to-depth for 32×32×32 -> 16×16×32 at batch 64, 2 cores). Anything else (stride 1,
     kernels the stride does not divide, dilation, groups) goes to lax unchanged.

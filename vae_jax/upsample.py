@@ -3,7 +3,8 @@ layer; PyTorch's `ConvTranspose2d(k, stride=2, padding=k/2 - 1)`), computed the 
 runs fastest: on CPU from 4 output channels up, its forward pass is one stride-1 convolution to
 all four output phases' channels, interleaved by depth-to-space, its input gradient one
 stride-2 convolution of the output gradient and its weight gradient vae_jax's own kernel
-(`weight_gradient.transposed_conv_weight_gradient`, from 32 input and 8 output channels;
+(`weight_gradient.transposed_conv_weight_gradient`, where input channels are a multiple of 32
+and output channels of 8;
 else one per output phase) (`_upsample_conv_cpu`); with fewer than 4 output channels (an image's last layer) it is one
 matrix multiplication followed by an overlap-add (`_upsample_conv_blocks`); on GPU/TPU, lax's
 transposed convolution. `UPSAMPLERS` holds the conv decoder's ×2 layers that

@@ -11,14 +11,16 @@ and under `taskset -c 0` with `--one_thread`; 2026-12-04 at 19:18, a 2-core AMD 
 
 - `conv_weight_gradient` and `transposed_conv_weight_gradient`: the gradients themselves, by
   the kernel where it applies (`kernel_applies`: float32, input channels a multiple of 8 and
-  output channels of 32, on CPU, the kernel built), else by XLA: the same values to float
+  output channels of 32, on CPU, the kernel built for AVX-512), else by XLA: the same values to float
   rounding.
 - `kernel_tangent(x, dkernel, forward, gradient, *args)`: `forward(x, dkernel, *args)`, a
   convolution bilinear in its operands, as a primitive whose reverse-mode transpose with
   respect to the kernel is `gradient` (with respect to x, autodiff's transpose of `forward`).
   The layers' JVPs (`convolution.strided_conv`, `upsample.upsample_conv`) compute their kernel
-  term with it, so that reverse mode reaches the kernel. Forward mode, vmap, and derivatives of
-  the gradient itself go through XLA's convolutions (any order, forward or reverse).
+  term with it, so that reverse mode reaches the kernel. Forward mode, a vmap inside the
+  gradient, and derivatives of the gradient itself go through XLA's convolutions (any order,
+  forward or reverse); a vmapped gradient (a vmapped sweep's step) calls the kernel once per
+  mapped element, one after another (`vmap_method='sequential'`).
 """
 
 import functools

@@ -3,8 +3,8 @@
 Layout of a workdir:
     config.json            the config now in force (history.jsonl says since which step)
     history.jsonl          one line per launch: step resumed from, config changes, host, time,
-                           the XLA_FLAGS it ran with, vae_jax's CPU kernels' build if it used
-                           them (`native.in_use`)
+                           the XLA_FLAGS it ran with, the build of vae_jax's CPU kernels it
+                           loaded, if any (`native.in_use`)
     .lock                  held (flock) by the process training here; names the holder
     metrics.jsonl          one JSON object per logged step: {"step": s, "split": ..., ...}
     events.out.tfevents.*  the same scalars (and image grids) for TensorBoard
@@ -243,7 +243,7 @@ def record_launch(path: Path, config, start_step: int, diff: dict, forced: bool)
              'event': 'start' if start_step == 0 and not diff else 'resume',
              'changes': {k: list(v) for k, v in diff.items()},
              'xla_flags': os.environ.get('XLA_FLAGS', ''),  # what this process's XLA read
-             'cpu_kernels': native.in_use()}  # vae_jax's own kernels, if it computes with them
+             'cpu_kernels': native.in_use()}  # vae_jax's own kernels, if loaded
     forced_fields = training_changes(diff, config) if forced else []
     if forced_fields:
         entry['forced'] = forced_fields

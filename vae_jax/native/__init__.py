@@ -10,8 +10,10 @@ build; it writes to a temporary file and renames it into place, so processes tha
 build the same file, and a damaged file is built again. Then it registers the kernel with XLA
 for the CPU platform.
 
-Where there is no compiler, the build fails, or ``VAE_JAX_NATIVE=0``, `load()` logs why (once)
-and returns False, and vae_jax computes the same gradients with XLA's own convolutions.
+The kernel is written for AVX-512 (its register blocks fill AVX-512's 32 vector registers
+halfway); a build without it (`VaeJaxHasAvx512`) is not used. Where the CPU lacks AVX-512,
+there is no compiler, the build fails, or ``VAE_JAX_NATIVE=0``, `load()` logs why (once) and
+returns False, and vae_jax computes the same gradients with XLA's own convolutions.
 """
 
 import ctypes
@@ -71,6 +73,9 @@ def build(path: Path) -> None:
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode:
             raise OSError(f'{" ".join(command)} failed: {result.stderr.strip()[-2000:]}')
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o755 & ~umask)  # mkstemp's 0600 would keep a shared cache's other users out
         os.replace(tmp, path)
         logging.info('built vae_jax CPU kernels in %.1f s: %s', time.perf_counter() - start, path)
     finally:
@@ -98,18 +103,23 @@ def _load() -> bool:
             logging.warning('Rebuilding the damaged vae_jax CPU kernels %s (%s).', path, e)
             build(path)
             library = ctypes.CDLL(str(path))
+        if not library.VaeJaxHasAvx512():
+            logging.info('vae_jax CPU kernels not used: this CPU has no AVX-512; XLA\'s '
+                         'convolutions compute the weight gradients.')
+            return False
         for target, symbol in TARGETS.items():
             jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)),
                                         platform='cpu')
-    except (OSError, subprocess.SubprocessError, AttributeError) as e:
+    except Exception as e:  # noqa: BLE001 -- any failure means XLA's convolutions, not a crash
         logging.warning('vae_jax CPU kernels unavailable, using XLA\'s convolutions instead: %s', e)
         return False
     return True
 
 
 def in_use() -> str:
-    """The file name of the kernels this process computes with ('' where it uses XLA's: not on
-    CPU, not built, or turned off), for a run's history.jsonl."""
+    """The file name of the kernels loaded in this process ('' where there are none: not on CPU,
+    not built, no AVX-512, or turned off), for a run's history.jsonl: a conv layer of 8k input
+    and 32k output channels computes its weight gradient with them."""
     if jax.default_backend() != 'cpu' or not load():
         return ''
     return library_path().name

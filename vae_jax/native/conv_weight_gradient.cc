@@ -6,14 +6,17 @@
 // terms whose index falls outside x (in the padding) contribute nothing. XLA:CPU computes this
 // as a convolution that reads x transposed to batch-minor order, and writes that transposed
 // copy first; here each
-// (tap, 8 input channels, 32 output channels) block of dw is accumulated in 16 vector
+// (tap, 8 input channels, 32 output channels) block of dw is accumulated in 16 AVX-512
 // registers while the kernel walks the pixels of a group of images held in cache: per pixel,
-// two vector loads of g, eight broadcasts of x and sixteen fused multiply-adds.
+// two vector loads of g, eight broadcasts of x and sixteen fused multiply-adds. It is written
+// for AVX-512 (`VaeJaxHasAvx512`: vae_jax uses it only there; with 16-float vectors split in
+// two, AVX2's 16 registers could not hold the block).
 //
-// Deterministic: the images are split into fixed groups (by size, not by thread count), each
-// group's sum goes to its own buffer, and the buffers are added in group order, so the result
-// is the same bit for bit whichever threads of XLA's pool run which groups.
+// Deterministic: the images are split into fixed groups (by their size and the batch's, never by
+// thread count), each group's sum goes to its own buffer, and the buffers are added in group
+// order, so the result is the same bit for bit whichever threads of XLA's pool run which groups.
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstring>
@@ -21,7 +24,6 @@
 #include <memory>
 #include <string>
 #include <thread>
-#include <vector>
 
 #include "xla/ffi/api/ffi.h"
 
@@ -34,6 +36,7 @@ typedef float f32x16 __attribute__((vector_size(64), aligned(4)));
 constexpr int kChannels = 8;   // input channels per register block
 constexpr int kVectors = 2;    // 16-float vectors of output channels per register block
 constexpr int64_t kGroupBytes = 1 << 20;  // x and g of a group of images: about L2's size
+constexpr int64_t kMaxGroups = 64;         // bounds the groups' buffers: 64 copies of dw
 
 struct Shape {
   int64_t n, h, w, c, oh, ow, o, kh, kw, stride, ph, pw;
@@ -96,7 +99,7 @@ struct Work {
   const float* x;
   const float* g;
   int64_t group, groups;
-  std::vector<float> sums;          // [groups, KH*KW*C*O]
+  std::unique_ptr<float[]> sums;    // [groups, KH*KW*C*O], each zeroed by Group
   std::atomic<int64_t> next{0};     // the next group to take
   std::atomic<int64_t> done{0};     // groups finished
 
@@ -104,32 +107,39 @@ struct Work {
     const int64_t size = s.kh * s.kw * s.c * s.o;
     for (int64_t k; (k = next.fetch_add(1)) < groups;) {
       const int64_t n0 = k * group;
-      Group(s, x, g, sums.data() + k * size, n0, std::min(group, s.n - n0));
+      Group(s, x, g, sums.get() + k * size, n0, std::min(group, s.n - n0));
       done.fetch_add(1, std::memory_order_release);
     }
   }
 };
 
-// Splits the images into groups of about kGroupBytes, sums each group on XLA's thread pool
-// (this thread takes groups too, so the call finishes even when the pool is busy), then adds
-// the groups' sums in order into out.
+// Splits the images into groups of about kGroupBytes (at most kMaxGroups), sums each group on
+// XLA's thread pool (this thread takes groups too, so the call finishes even when the pool is
+// busy), then adds the groups' sums in order into out.
 void Compute(ffi::ThreadPool& pool, const float* x, const float* g, float* out, const Shape& s,
              int64_t per_image) {
   auto work = std::make_shared<Work>();
   work->s = s;
   work->x = x;
   work->g = g;
-  work->group = std::max<int64_t>(1, std::min(s.n, kGroupBytes / per_image));
+  work->group = std::max<int64_t>({1, std::min(s.n, kGroupBytes / per_image),
+                                    (s.n + kMaxGroups - 1) / kMaxGroups});
   work->groups = (s.n + work->group - 1) / work->group;
   const int64_t size = s.kh * s.kw * s.c * s.o;
-  work->sums.resize(work->groups * size);
+  work->sums.reset(new float[work->groups * size]);
   const int64_t helpers = std::min<int64_t>(pool.num_threads(), work->groups) - 1;
-  for (int64_t t = 0; t < helpers; ++t) pool.Schedule([work] { work->Run(); });
+  std::exception_ptr failed;
+  try {
+    for (int64_t t = 0; t < helpers; ++t) pool.Schedule([work] { work->Run(); });
+  } catch (...) {  // helpers already queued may still run: finish and wait before leaving
+    failed = std::current_exception();
+  }
   work->Run();
   while (work->done.load(std::memory_order_acquire) < work->groups) std::this_thread::yield();
-  std::memcpy(out, work->sums.data(), sizeof(float) * size);
+  if (failed) std::rethrow_exception(failed);
+  std::memcpy(out, work->sums.get(), sizeof(float) * size);
   for (int64_t k = 1; k < work->groups; ++k) {
-    const float* part = work->sums.data() + k * size;
+    const float* part = work->sums.get() + k * size;
     for (int64_t e = 0; e < size; ++e) out[e] += part[e];
   }
 }
@@ -155,13 +165,22 @@ ffi::Error ConvWeightGradient(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
             Shape{xd[0], xd[1], xd[2], xd[3], gd[1], gd[2], gd[3], wd[0], wd[1], stride, pad_h,
                   pad_w},
             per_image);
-  } catch (const std::exception& e) {  // std::bad_alloc for the groups' buffers
+  } catch (const std::exception& e) {  // std::bad_alloc for the groups' buffers, say
     return ffi::Error::Internal(std::string("conv_weight_gradient: ") + e.what());
   }
   return ffi::Error::Success();
 }
 
 }  // namespace
+
+// 1 where the kernel was compiled with AVX-512 (what its register blocks are sized for).
+extern "C" int VaeJaxHasAvx512() {
+#ifdef __AVX512F__
+  return 1;
+#else
+  return 0;
+#endif
+}
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(VaeJaxConvWeightGradient, ConvWeightGradient,
                               ffi::Ffi::Bind()
