@@ -118,8 +118,8 @@ def _load() -> bool:
 
 def in_use() -> str:
     """The file name of the kernels loaded in this process ('' where there are none: not on CPU,
-    not built, no AVX-512, or turned off), for a run's history.jsonl: a conv layer of 8k input
-    and 32k output channels computes its weight gradient with them."""
+    not built, no AVX-512, or turned off), for a run's history.jsonl: a conv layer whose
+    channels `weight_gradient.kernel_applies` takes computes its weight gradient with them."""
     if jax.default_backend() != 'cpu' or not load():
         return ''
     return library_path().name
