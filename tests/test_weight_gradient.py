@@ -2,20 +2,22 @@
 references and lax's autodiff, through the layers' derivatives of every kind, its determinism,
 and the fallbacks where it cannot be built."""
 
+import importlib.util
+import json
 import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vae_jax import convolution, native, upsample, weight_gradient
+from vae_jax import convolution, native, train, upsample, weight_gradient
 
 DN = ('NHWC', 'HWIO', 'NHWC')
-
 
 
 def _kernel_missing() -> str:
@@ -31,8 +33,8 @@ def _kernel_missing() -> str:
 
 # The kernel is compiled on first use for AVX-512 CPUs; elsewhere vae_jax computes XLA's
 # gradients (tested below, in subprocesses), and the tests of the kernel itself skip.
-needs_compiler = pytest.mark.skipif(bool(_kernel_missing()),
-                                    reason=f'{_kernel_missing()}: vae_jax uses XLA\'s weight gradients')
+needs_kernel = pytest.mark.skipif(
+    bool(_kernel_missing()), reason=f'{_kernel_missing()}: vae_jax uses XLA\'s weight gradients')
 
 
 def _numpy_conv_weight_gradient(x, g, k, pads, stride):
@@ -78,7 +80,7 @@ CASES = [  # x shape, k, stride, pads, output channels
 ]
 
 
-@needs_compiler
+@needs_kernel
 @pytest.mark.parametrize('shape,k,stride,pads,out', CASES)
 def test_kernel_matches_numpy_and_lax(shape, k, stride, pads, out):
     x = _normal(shape, 0)
@@ -100,7 +102,7 @@ def test_kernel_matches_numpy_and_lax(shape, k, stride, pads, out):
     np.testing.assert_array_equal(got, again)
 
 
-@needs_compiler
+@needs_kernel
 def test_transposed_conv_weight_gradient_matches_numpy():
     x, g = _normal((2, 6, 5, 32), 2), _normal((2, 12, 10, 16), 3)
     f = jax.jit(weight_gradient.transposed_conv_weight_gradient, static_argnums=(2, 3, 4))
@@ -136,7 +138,7 @@ def _layer_losses():
              (4, 4, 64, 32))]
 
 
-@needs_compiler
+@needs_kernel
 @pytest.mark.parametrize('layer,ref,x_shape,w_shape', _layer_losses())
 def test_layers_derivatives_through_the_kernel_match_lax(layer, ref, x_shape, w_shape):
     """The strided convolution's and the ×2 transposed convolution's weight gradients run the
@@ -186,7 +188,7 @@ print('bits', np.asarray(dw).tobytes().hex()[:4000])
 '''
 
 
-@needs_compiler
+@needs_kernel
 def test_build_once_cache_and_fallbacks(tmp_path):
     """A fresh cache builds the kernel once; a second process loads that file; a damaged file
     is built again; the kernel's bits are the same in a process pinned to one core (XLA's
@@ -225,7 +227,7 @@ def test_build_once_cache_and_fallbacks(tmp_path):
             assert 'CPU kernels unavailable' in out.stderr and why in out.stderr
 
 
-@needs_compiler
+@needs_kernel
 def test_library_name_changes_with_the_source(monkeypatch, tmp_path):
     path = native.library_path()
     changed = tmp_path / 'conv_weight_gradient.cc'
@@ -234,14 +236,10 @@ def test_library_name_changes_with_the_source(monkeypatch, tmp_path):
     assert native.library_path() != path and native.library_path().parent == path.parent
 
 
-@needs_compiler
+@needs_kernel
 def test_conv_run_through_the_kernel_resumes_bit_identically(tmp_path):
     """The β-VAE (whose middle layers' weight gradients are the kernel's) stopped after its
     step-2 checkpoint and resumed ends bit for bit where the uninterrupted run does."""
-    import importlib.util
-    from pathlib import Path
-
-    from vae_jax import train
     path = Path(__file__).resolve().parents[1] / 'experiments' / 'beta_vae.py'
     spec = importlib.util.spec_from_file_location('beta_vae_experiment', path)
     module = importlib.util.module_from_spec(spec)
@@ -258,8 +256,7 @@ def test_conv_run_through_the_kernel_resumes_bit_identically(tmp_path):
     assert int(resumed.step) == 4
     for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(straight)):
         np.testing.assert_array_equal(a, b)
-    # Each launch's history line names the kernels' build it computed with.
-    import json
+    # Each launch's history line names the kernels' build it loaded.
     history = (tmp_path / 'resumed' / 'history.jsonl').read_text().splitlines()
     assert [json.loads(line)['cpu_kernels'] for line in history] == [
         native.library_path().name] * 2
