@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from timing import load_warning, measure
+from timing import blocking_calls, load_warning, measure
 from vae_jax import convolution, xla_setup
 from vae_jax.model_fns import build as build_model_fns
 
@@ -45,14 +45,6 @@ LAYERS = [(64, 1, 32), (32, 32, 32), (16, 32, 64), (8, 64, 64)]
 PADS = ((1, 1), (1, 1))
 
 
-def _blocking(f, *args):
-    def run(n):
-        for _ in range(n):
-            out = f(*args)
-        jax.block_until_ready(out)
-    return run
-
-
 def jax_layer_runners(h, c_in, c_out, first):
     rng = np.random.default_rng(0)
     x = jnp.asarray((rng.random((64, h, h, c_in)) < 0.3).astype(np.float32))
@@ -63,7 +55,8 @@ def jax_layer_runners(h, c_in, c_out, first):
         f = lambda x, w, conv=conv: conv(x, w, (2, 2), PADS, dimension_numbers=DN)
         loss = lambda w, x, f=f: jnp.sum(f(x, w) ** 2)
         grad = jax.grad(loss, argnums=0 if first else (0, 1))
-        runners[name] = (_blocking(jax.jit(f), x, w), _blocking(jax.jit(grad), w, x))
+        runners[name] = (blocking_calls(jax.jit(f), x, w),
+                         blocking_calls(jax.jit(grad), w, x))
     return runners
 
 

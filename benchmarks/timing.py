@@ -90,3 +90,14 @@ def measure(runners, rounds, block_s, loads):
             wait_for_idle(3)
             per_call[key].append(1 / timed(runners[key], blocks[key], loads))
     return {key: statistics.median(v) for key, v in per_call.items()}
+
+
+def blocking_calls(f, *args):
+    """run(n): n calls of the JAX function f(*args), then a wait for the last result."""
+    import jax  # here, so that the PyTorch-only benchmarks need not start JAX
+
+    def run(n):
+        for _ in range(n):
+            out = f(*args)
+        jax.block_until_ready(out)
+    return run

@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # Run from a checkout, uninstalled.
 
+from timing import blocking_calls  # noqa: E402
 from vae_jax import xla_setup  # noqa: E402  (sets vae_jax's XLA flags before JAX starts)
 
 try:
@@ -33,16 +34,6 @@ except ImportError:  # The reference column is optional.
 LAYERS = [('encoder', 32, 32, 32), ('encoder', 16, 32, 64), ('encoder', 8, 64, 64),
           ('decoder', 4, 64, 64), ('decoder', 8, 64, 32), ('decoder', 16, 32, 32)]
 BATCH = 64
-
-
-def _blocking(f, *args):
-    import jax
-
-    def run(n):
-        for _ in range(n):
-            out = f(*args)
-        jax.block_until_ready(out)
-    return run
 
 
 def jax_runners(kind, h, c_in, c_out):
@@ -67,16 +58,18 @@ def jax_runners(kind, h, c_in, c_out):
             phases, jax.ShapeDtypeStruct(shape, jnp.float32))(g)[0]
     a, b = jax.jit(ours)(x, g), jax.jit(xla)(x, g)
     diff = float(jnp.abs(a - b).max() / jnp.abs(b).max())
-    return {'vae_jax': _blocking(jax.jit(ours), x, g), 'XLA': _blocking(jax.jit(xla), x, g)}, diff
+    runners = {'vae_jax': blocking_calls(jax.jit(ours), x, g),
+               'XLA': blocking_calls(jax.jit(xla), x, g)}
+    return runners, diff
 
 
 def torch_runner(kind, h, c_in, c_out):
     torch.manual_seed(0)
     x = torch.randn(BATCH, c_in, h, h)
-    if kind == 'encoder':
-        w, g, transposed = torch.randn(c_out, c_in, 4, 4), torch.randn(BATCH, c_out, h // 2, h // 2), False
-    else:
-        w, g, transposed = torch.randn(c_in, c_out, 4, 4), torch.randn(BATCH, c_out, 2 * h, 2 * h), True
+    transposed = kind == 'decoder'
+    w = torch.randn(*((c_in, c_out) if transposed else (c_out, c_in)), 4, 4)
+    out_h = 2 * h if transposed else h // 2
+    g = torch.randn(BATCH, c_out, out_h, out_h)
 
     def run(n):
         for _ in range(n):
@@ -121,8 +114,8 @@ def main():
         torch_cols = (f'{ms["torch"]:.2f} | {ms["torch"] / ms["vae_jax"]:.2f}×' if 'torch' in ms
                       else '— | —')
         print(f'| {kind} {arrow} | {ms["vae_jax"]:.2f} ({gflop / ms["vae_jax"] * 1e3:.0f}) '
-              f'| {ms["XLA"]:.2f} ({gflop / ms["XLA"] * 1e3:.0f}) | {ms["XLA"] / ms["vae_jax"]:.2f}× '
-              f'| {torch_cols} | {diff:.1e} |', flush=True)
+              f'| {ms["XLA"]:.2f} ({gflop / ms["XLA"] * 1e3:.0f}) '
+              f'| {ms["XLA"] / ms["vae_jax"]:.2f}× | {torch_cols} | {diff:.1e} |', flush=True)
     if warning := load_warning(loads):
         print(warning)
 

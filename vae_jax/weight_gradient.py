@@ -11,8 +11,8 @@ and under `taskset -c 0` with `--one_thread`; 2026-12-04 at 19:18, a 2-core AMD 
 
 - `conv_weight_gradient` and `transposed_conv_weight_gradient`: the gradients themselves, by
   the kernel where it applies (`kernel_applies`: float32, input channels a multiple of 8 and
-  output channels of 32, on CPU, the kernel built for AVX-512), else by XLA: the same values to float
-  rounding.
+  output channels of 32, on CPU, the kernel built for AVX-512), else by XLA: the same values
+  to float rounding.
 - `kernel_tangent(x, dkernel, forward, gradient, *args)`: `forward(x, dkernel, *args)`, a
   convolution bilinear in its operands, as a primitive whose reverse-mode transpose with
   respect to the kernel is `gradient` (with respect to x, autodiff's transpose of `forward`).
