@@ -6,9 +6,9 @@ which picks, when it is traced, the formulation the backend runs fastest:
   stride-1 convolution over space-to-depth inputs instead of the lhs-dilated convolution
   autodiff produces (which XLA:CPU runs without an optimised kernel), whose *weight gradient*
   is vae_jax's own kernel where it applies (`vae_jax.weight_gradient`: input channels a
-  multiple of 8 and output channels of 32, on a CPU with AVX-512; 2.6× faster than XLA's on the β-VAE encoder's 32×32×32 layer, one core),
-  and whose forward pass over fewer than 4 input channels (an image's first layer) goes
-  through space-to-depth too;
+  multiple of 8 and output channels of 32, on a CPU with AVX-512; 2.6× faster than XLA's on
+  the β-VAE encoder's 32×32×32 layer, one core), and whose forward pass over fewer than 4
+  input channels (an image's first layer) goes through space-to-depth too;
 - on GPU/TPU: `lax.conv_general_dilated` itself.
 
 The decoder's ×2 transposed convolution is `vae_jax.upsample`'s.
@@ -20,8 +20,8 @@ slower here, because XLA:CPU copies the patches slowly; a strided convolution's 
 over space-to-depth inputs, per input phase, or as one matmul of the space-to-depth input with
 the shifted output gradients, costs in copies what it saves in the transposed copy of the
 activations that XLA's own weight gradient reads (vae_jax's kernel reads them as they are).
-The rest of the conv step's speed-up on CPU comes from XLA flags (`xla_setup.CPU_FLAGS`, and the β-VAE family's `config.xla_cpu_flags`:
-`xla_setup.BETA_VAE_CPU_FLAGS`).
+The rest of the conv step's speed-up on CPU comes from XLA flags (`xla_setup.CPU_FLAGS`, and
+the β-VAE family's `config.xla_cpu_flags`: `xla_setup.BETA_VAE_CPU_FLAGS`).
 """
 
 import functools
@@ -113,8 +113,7 @@ def _strided_conv_jvp(pads, stride, primals, tangents):
     # The x-tangent's transpose, the input gradient, is then a stride-1 convolution instead of
     # an lhs-dilated one; the kernel tangent's, the weight gradient, vae_jax's own kernel
     # where it applies.
-    if (x.shape[-1] >= S2D_FORWARD_CHANNELS
-            and weight_gradient.kernel_applies(x.shape, kernel.shape, x.dtype)):
+    if weight_gradient.kernel_applies(x.shape, kernel.shape, x.dtype):
         kernel_term = weight_gradient.kernel_tangent(
             x, dkernel, conv_nhwc, weight_gradient.conv_weight_gradient, pads, stride)
     else:

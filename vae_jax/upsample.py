@@ -4,9 +4,8 @@ runs fastest: on CPU from 4 output channels up, its forward pass is one stride-1
 all four output phases' channels, interleaved by depth-to-space, its input gradient one
 stride-2 convolution of the output gradient and its weight gradient vae_jax's own kernel
 (`weight_gradient.transposed_conv_weight_gradient`, where input channels are a multiple of 32
-and output channels of 8;
-else one per output phase) (`_upsample_conv_cpu`); with fewer than 4 output channels (an image's last layer) it is one
-matrix multiplication followed by an overlap-add (`_upsample_conv_blocks`); on GPU/TPU, lax's
+and output channels of 8; else one per output phase) (`_upsample_conv_cpu`); with fewer than 4
+output channels (an image's last layer) it is one matrix multiplication followed by an overlap-add (`_upsample_conv_blocks`); on GPU/TPU, lax's
 transposed convolution. `UPSAMPLERS` holds the conv decoder's ×2 layers that
 `config.model.upsample` names: this convolution (`TransposedConvUpsample`) and the earlier
 sub-pixel layer (`SubPixelUpsample`).
@@ -108,15 +107,14 @@ def _upsample_conv_cpu_jvp(primals, tangents):
     # stride-2 convolution of the output gradient (instead of four per-phase convolutions of
     # its slices); the kernel tangent becomes vae_jax's weight-gradient kernel, or where that
     # does not apply four per-phase weight gradients (the all-phase form's took XLA:CPU over
-    # ten times longer). Forward mode computes them as
-    # written: the zero-dilated convolution is slow on CPU, but correct. JAX calls this only
-    # when at least one tangent is not a symbolic zero.
+    # ten times longer). Forward mode computes them as written: the zero-dilated convolution
+    # is slow on CPU, but correct. JAX calls this only when at least one tangent is not a
+    # symbolic zero.
     terms = []
     if not isinstance(dx, SymbolicZero):
         terms.append(_upsample_conv_dilated(dx, kernel))
     if not isinstance(dkernel, SymbolicZero):
-        k, _, c_in, c_out = kernel.shape
-        if weight_gradient.kernel_applies((*x.shape[:3], c_out), (k, k, c_out, c_in), x.dtype):
+        if weight_gradient.transposed_kernel_applies(x.shape, kernel.shape, x.dtype):
             # Reverse mode: vae_jax's weight-gradient kernel, over the whole output gradient.
             terms.append(weight_gradient.kernel_tangent(x, dkernel, _upsample_conv_phases,
                                                         _upsample_weight_gradient))
@@ -219,8 +217,8 @@ def upsample_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     2026-12-04 at 13:45, a 2-core AMD EPYC VM; one-off alternating runs in one process that
     morning gave 27.4 against 26.4 steps/s on two cores and 17.6 against 17.2 on one). With
     fewer than `BLOCKS_CHANNELS` output channels it is one matmul and an overlap-add
-    (`_upsample_conv_blocks`). Elsewhere it is lax's transposed convolution. The same values and derivatives (to float rounding) every
-    way, forward and reverse mode.
+    (`_upsample_conv_blocks`). Elsewhere it is lax's transposed convolution. The same values
+    and derivatives (to float rounding) every way, forward and reverse mode.
     """
     if kernel.shape[0] % 2 or kernel.shape[1] != kernel.shape[0]:
         raise ValueError(f'upsample_conv needs a square kernel of even size, got {kernel.shape}')

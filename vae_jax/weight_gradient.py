@@ -51,6 +51,13 @@ def kernel_applies(x_shape, kernel_shape, dtype) -> bool:
             and jax.default_backend() == 'cpu' and native.load())
 
 
+def transposed_kernel_applies(x_shape, kernel_shape, dtype) -> bool:
+    """Whether `transposed_conv_weight_gradient` runs vae_jax's kernel: the convolution whose
+    weight gradient it is runs over the output gradient, so the channels' roles swap."""
+    k0, k1, c_in, c_out = kernel_shape
+    return kernel_applies((*x_shape[:3], c_out), (k0, k1, c_out, c_in), dtype)
+
+
 def xla_conv_weight_gradient(x, g, kernel_shape, pads, stride: int) -> jax.Array:
     """XLA's form of `conv_weight_gradient`: autodiff's transpose of w -> lax's convolution of
     x with w (NHWC, HWIO) at g."""
